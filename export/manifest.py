@@ -1,0 +1,94 @@
+"""``manifest.json``: what an exported model directory holds, and the hashes to check it by.
+
+The manifest is what the worker reads to load a model (labels, max_seq_len, which graph file for
+which device) and what a test checks the committed artifact against (sha256 of every file).
+It depends on nothing but the standard library, so the worker can read and verify it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST", "VARIANT_FILES", "file_sha256", "read_manifest", "verify_files", "write_manifest"]
+
+MANIFEST = "manifest.json"
+VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+_PRECISION = {"fp32": "float32", "int8": "int8 dynamic (weights int8, activations quantised at run time)", "fp16": "float16"}
+_PROVIDERS = {"fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"], "int8": ["CPUExecutionProvider"], "fp16": ["CUDAExecutionProvider"]}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``model_dir/manifest.json`` for the graphs and tokenizer files present in ``model_dir``.
+
+    Args:
+        model_dir: holds some of :data:`VARIANT_FILES` and ``tokenizer.json``.
+        meta: extra fields (model_version, labels, max_seq_len, opset, training, evaluation, ...).
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        FileNotFoundError: no graph or no ``tokenizer.json`` in ``model_dir``.
+    """
+    variants = {
+        name: {"file": file, "precision": _PRECISION[name], "providers": _PROVIDERS[name]}
+        for name, file in VARIANT_FILES.items()
+        if (model_dir / file).is_file()
+    }
+    if not variants or not (model_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{model_dir} needs at least one of {sorted(VARIANT_FILES.values())} and tokenizer.json")
+    files = sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    manifest = {
+        **meta,
+        "default_variant": {
+            "cpu": "int8" if "int8" in variants else "fp32",
+            "cuda": "fp16" if "fp16" in variants else "fp32",
+        },
+        "variants": variants,
+        "files": {name: file_sha256(model_dir / name) for name in files},
+        "sizes_bytes": {name: (model_dir / name).stat().st_size for name in files},
+    }
+    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    """Read ``model_dir/manifest.json``.
+
+    Raises:
+        FileNotFoundError: there is no manifest.
+        ValueError: it is not valid JSON.
+    """
+    path = model_dir / MANIFEST
+    try:
+        return dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def verify_files(model_dir: Path) -> list[str]:
+    """Compare every file listed in the manifest with its recorded SHA-256.
+
+    Returns:
+        One message per missing or changed file; empty when all match.
+    """
+    problems = []
+    for name, expected in read_manifest(model_dir)["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif (got := file_sha256(path)) != expected:
+            problems.append(f"{name}: sha256 {got} != manifest {expected}")
+    return problems

