@@ -7,10 +7,11 @@ It depends on nothing but the standard library, so the worker can read and verif
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from stream.classifier import file_sha256
 
 __all__ = ["MANIFEST", "VARIANT_FILES", "file_sha256", "read_manifest", "verify_files", "write_manifest"]
 
@@ -18,15 +19,6 @@ MANIFEST = "manifest.json"
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 _PRECISION = {"fp32": "float32", "int8": "int8 dynamic (weights int8, activations quantised at run time)", "fp16": "float16"}
 _PROVIDERS = {"fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"], "int8": ["CPUExecutionProvider"], "fp16": ["CUDAExecutionProvider"]}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:

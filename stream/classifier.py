@@ -1,0 +1,361 @@
+"""Sentiment classifier runtime: an exported ONNX graph on onnxruntime, with its fast tokenizer.
+
+Only onnxruntime, tokenizers and numpy: no torch, no transformers. The model directory is the one
+``portrait export`` writes (the committed copy is ``models/artifact``)::
+
+    manifest.json     model_version, labels, max_seq_len, default_variant {cpu, cuda},
+                      variants {name: {file, precision}}, files {name: sha256}
+    model.<variant>.onnx   inputs input_ids, attention_mask, token_type_ids: int64, shape
+                      (batch_size, sequence_length); output logits: float32, shape
+                      (batch_size, num_labels)
+    tokenizer.json    Hugging Face fast-tokenizer file
+
+Device policy: ``"cpu"`` runs the manifest's CPU variant on ``CPUExecutionProvider``; ``"cuda"``
+runs its CUDA variant on ``CUDAExecutionProvider`` and raises :class:`DeviceUnavailableError` when
+that provider is missing or fails to initialise (never a silent CPU fallback); ``"auto"`` uses CUDA
+when it works and the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import onnxruntime as ort  # type: ignore[import-untyped]  # onnxruntime ships no type hints
+from numpy.typing import NDArray
+from tokenizers import Tokenizer
+
+from stream.errors import DeviceUnavailableError, InferenceError, ModelLoadError
+from stream.events import replace_lone_surrogates
+from stream.settings import DEFAULT_MODEL_DIR
+
+__all__ = ["CHARS_PER_TOKEN_LIMIT", "Classifier", "SentimentClassifier"]
+
+logger = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN_LIMIT = 64
+"""Texts are cut to ``max_seq_len * CHARS_PER_TOKEN_LIMIT`` characters before tokenizing.
+
+A WordPiece token covers at least one non-space character, so the cut changes the tokens only for a
+text whose first ``max_seq_len`` tokens are spread over more characters than that (long runs of
+whitespace or control characters); it bounds the tokenizer's work on huge texts (a 900 kB comment).
+"""
+
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_FIX_HINT = "run `portrait export`, or set PORTRAIT_MODEL__PATH to a directory it wrote"
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Classifier(Protocol):
+    """What the worker needs of a classifier (fakes in tests; :class:`SentimentClassifier`)."""
+
+    labels: tuple[str, ...]
+    model_version: str
+    provider: str
+
+    def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """float32 probabilities, shape (batch_size, num_labels), rows sum to 1, input order."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Manifest:
+    model_version: str
+    labels: tuple[str, ...]
+    max_seq_len: int
+    default_variant: dict[str, str]
+    variants: dict[str, str]
+    files: dict[str, str]
+
+
+class SentimentClassifier:
+    """A loaded sentiment model. Build it with :meth:`load`.
+
+    :meth:`predict_proba` blocks for the whole batch (tokenization and onnxruntime): call it off
+    the event loop, e.g. from a one-thread executor.
+
+    Attributes:
+        labels: Class names in probability-column order, e.g.
+            ``("negative", "neutral", "positive")``.
+        max_seq_len: Tokens per text after truncation (including ``[CLS]`` and ``[SEP]``).
+        model_version: The manifest's ``model_version``.
+        provider: onnxruntime provider in use, ``"CPUExecutionProvider"`` or
+            ``"CUDAExecutionProvider"``.
+        device: ``"cpu"`` or ``"cuda"``.
+        variant: Graph variant in use, e.g. ``"int8"``, ``"fp16"``, ``"fp32"``.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        manifest: _Manifest,
+        variant: str,
+    ) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self._input_names = [i.name for i in session.get_inputs()]
+        self._output_name = session.get_outputs()[0].name
+        self.labels = manifest.labels
+        self.max_seq_len = manifest.max_seq_len
+        self.model_version = manifest.model_version
+        self.variant = variant
+        self.provider = session.get_providers()[0]
+        self.device = "cuda" if self.provider == _CUDA else "cpu"
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | None = None,
+        device: Device = "auto",
+        intra_op_threads: int = 0,
+        variant: str | None = None,
+    ) -> SentimentClassifier:
+        """Load a model directory written by ``portrait export``.
+
+        Args:
+            model_dir: The directory; ``None`` = the committed artifact ``models/artifact``.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see the module docstring).
+            intra_op_threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
+            variant: A graph variant of the manifest (``int8``, ``fp32``, ``fp16``); ``None`` =
+                the manifest's default for the device.
+
+        Returns:
+            The classifier, ready to predict.
+
+        Raises:
+            DeviceUnavailableError: ``device="cuda"`` and onnxruntime cannot use CUDA here.
+            ModelLoadError: The directory, manifest, tokenizer or graph is missing, corrupt (sha256
+                differs from the manifest) or does not fit the graph contract; ``.path`` names it.
+        """
+        available = ort.get_available_providers()
+        if device == "cuda" and _CUDA not in available:
+            raise DeviceUnavailableError("cuda", available)
+        path = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        manifest = _read_manifest(path)
+        tokenizer = _load_tokenizer(path, manifest)
+        want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
+        session, variant = _open_session(path, manifest, want_cuda, intra_op_threads, variant)
+        if want_cuda and session.get_providers()[0] != _CUDA:
+            if device == "cuda":
+                detail = "CUDAExecutionProvider failed to initialise"
+                raise DeviceUnavailableError("cuda", available, detail=detail)
+            logger.info("device=auto cuda_unusable=true falling_back=cpu")
+            session, variant = _open_session(path, manifest, False, intra_op_threads, variant)
+        model = cls(session, tokenizer, manifest, variant)
+        logger.info(
+            "model loaded model_version=%s variant=%s provider=%s max_seq_len=%s path=%s",
+            model.model_version, variant, model.provider, model.max_seq_len, path,
+        )  # fmt: skip
+        return model
+
+    def encode(self, texts: Sequence[str]) -> dict[str, NDArray[np.int64]]:
+        """Tokenize a batch: truncation to ``max_seq_len``, padding to the longest in the batch.
+
+        Lone surrogates are replaced by U+FFFD and each text is cut to
+        ``max_seq_len * CHARS_PER_TOKEN_LIMIT`` characters first.
+
+        Args:
+            texts: The texts, at least one.
+
+        Returns:
+            ``input_ids``, ``attention_mask``, ``token_type_ids``: int64, shape
+            (batch_size, sequence_length), only those the graph declares.
+
+        Raises:
+            TypeError: An item of ``texts`` is not a ``str``.
+        """
+        limit = self.max_seq_len * CHARS_PER_TOKEN_LIMIT
+        clean = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"texts must be str, got {type(text).__name__}")
+            clean.append(replace_lone_surrogates(text[:limit]))
+        encodings = self._tokenizer.encode_batch(clean)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return {name: arrays[name] for name in self._input_names}
+
+    def predict_logits(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Logits for a batch of texts, in input order (see :meth:`predict_proba` for inputs).
+
+        Returns:
+            float32 logits, shape (batch_size, num_labels); shape (0, num_labels) for an empty
+            batch, without calling onnxruntime (one fused int8 graph crashes the process on it).
+
+        Raises:
+            TypeError: An item of ``texts`` is not a ``str``.
+            InferenceError: onnxruntime failed on the batch.
+        """
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        feeds = self.encode(texts)
+        try:
+            outputs = self._session.run([self._output_name], feeds)
+        except Exception as exc:  # onnxruntime raises its own untyped exceptions
+            raise InferenceError(
+                f"onnxruntime failed on a batch of {len(texts)} texts "
+                f"(sequence_length {feeds['input_ids'].shape[1]}): {type(exc).__name__}"
+            ) from exc
+        logits = np.asarray(outputs[0], dtype=np.float32)
+        if logits.shape != (len(texts), len(self.labels)):
+            raise InferenceError(
+                f"logits shape {logits.shape}, expected ({len(texts)}, {len(self.labels)})"
+            )
+        return logits
+
+    def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Class probabilities for a batch of texts, in input order.
+
+        Args:
+            texts: Comment texts; any string, including ``""``, whitespace only, emoji, lone
+                surrogates and texts far longer than ``max_seq_len`` tokens (truncated).
+
+        Returns:
+            float32 probabilities, shape (batch_size, num_labels), rows sum to 1 (softmax of the
+            logits); shape (0, num_labels) for an empty batch, without calling onnxruntime.
+
+        Raises:
+            TypeError: An item of ``texts`` is not a ``str``.
+            InferenceError: onnxruntime failed on the batch.
+        """
+        logits = self.predict_logits(texts)
+        if len(logits) == 0:
+            return logits
+        return _softmax(logits.astype(np.float64)).astype(np.float32)
+
+
+def _softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Row-wise softmax, shifted by the row maximum for numerical safety."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    result: NDArray[np.float64] = shifted / shifted.sum(axis=1, keepdims=True)
+    return result
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_file(model_dir: Path, name: str, manifest: _Manifest) -> Path:
+    """The path of a model file, checked to exist and to match the manifest's sha256."""
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} is missing; {_FIX_HINT}", path=path)
+    expected = manifest.files.get(name)
+    if expected is not None and file_sha256(path) != expected:
+        raise ModelLoadError(
+            f"model file {path} does not match the sha256 in manifest.json (corrupt or replaced); "
+            f"{_FIX_HINT}",
+            path=path,
+        )
+    return path
+
+
+def _read_manifest(model_dir: Path) -> _Manifest:
+    """Read and check ``manifest.json``."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(
+            f"model directory {model_dir} does not exist; {_FIX_HINT}", path=model_dir
+        )
+    path = model_dir / "manifest.json"
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        variants = {str(k): str(v["file"]) for k, v in raw["variants"].items()}
+        manifest = _Manifest(
+            model_version=str(raw["model_version"]),
+            labels=tuple(str(label) for label in raw["labels"]),
+            max_seq_len=int(raw["max_seq_len"]),
+            default_variant={str(k): str(v) for k, v in raw.get("default_variant", {}).items()},
+            variants=variants,
+            files={str(k): str(v) for k, v in raw.get("files", {}).items()},
+        )
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path} is missing; {_FIX_HINT}", path=path) from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); {_FIX_HINT}", path=path
+        ) from exc
+    if len(manifest.labels) < 2 or manifest.max_seq_len < 2 or not manifest.variants:
+        raise ModelLoadError(
+            f"{path} needs >= 2 labels, max_seq_len >= 2 and one variant; {_FIX_HINT}", path=path
+        )
+    return manifest
+
+
+def _load_tokenizer(model_dir: Path, manifest: _Manifest) -> Tokenizer:
+    """``tokenizer.json`` with truncation to ``max_seq_len`` and padding to the longest."""
+    path = _check_file(model_dir, "tokenizer.json", manifest)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+        raise ModelLoadError(
+            f"{path} is not a tokenizer file ({exc}); {_FIX_HINT}", path=path
+        ) from exc
+    pad_token = (tokenizer.padding or {}).get("pad_token", "[PAD]")
+    pad_id = tokenizer.token_to_id(pad_token)
+    if pad_id is None:
+        raise ModelLoadError(f"{path} has no padding token {pad_token!r}; {_FIX_HINT}", path=path)
+    tokenizer.enable_truncation(max_length=manifest.max_seq_len)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, length=None)
+    return tokenizer
+
+
+def _pick_variant(model_dir: Path, manifest: _Manifest, cuda: bool, wanted: str | None) -> str:
+    """``wanted`` if given, else the manifest's default variant for the device if listed, else ``fp32``."""
+    if wanted is not None and wanted not in manifest.variants:
+        raise ModelLoadError(
+            f"variant {wanted!r} is not in manifest.json (it lists {sorted(manifest.variants)})",
+            path=model_dir / "manifest.json",
+        )
+    preferred = wanted or manifest.default_variant.get("cuda" if cuda else "cpu", "fp32")
+    variant = preferred if preferred in manifest.variants else "fp32"
+    if variant not in manifest.variants:
+        raise ModelLoadError(
+            f"manifest.json lists neither {preferred!r} nor 'fp32' variants; {_FIX_HINT}",
+            path=model_dir / "manifest.json",
+        )
+    return variant
+
+
+def _open_session(
+    model_dir: Path, manifest: _Manifest, cuda: bool, intra_op_threads: int, wanted: str | None
+) -> tuple[ort.InferenceSession, str]:
+    """An onnxruntime session on the device's variant, checked against the graph contract."""
+    variant = _pick_variant(model_dir, manifest, cuda, wanted)
+    path = _check_file(model_dir, manifest.variants[variant], manifest)
+    options = ort.SessionOptions()
+    if intra_op_threads > 0:
+        options.intra_op_num_threads = intra_op_threads
+    providers = [_CUDA, _CPU] if cuda else [_CPU]
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        raise ModelLoadError(
+            f"onnxruntime cannot load {path} ({type(exc).__name__}: {exc}); {_FIX_HINT}", path=path
+        ) from exc
+    unknown = [i.name for i in session.get_inputs() if i.name not in _KNOWN_INPUTS]
+    outputs = session.get_outputs()
+    if unknown or "input_ids" not in [i.name for i in session.get_inputs()] or not outputs:
+        raise ModelLoadError(
+            f"{path} does not fit the graph contract (inputs {list(_KNOWN_INPUTS)}, one logits "
+            f"output); unexpected inputs {unknown}; {_FIX_HINT}",
+            path=path,
+        )
+    return session, variant

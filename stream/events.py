@@ -1,0 +1,319 @@
+"""Event schemas (``comments.v1``, ``behavior.v1``, ``profile-updates.v1``) and their decoders.
+
+Source events arrive as raw bytes. :func:`decode_comment` and :func:`decode_behavior` turn them into
+validated models or raise :class:`~stream.errors.EventError` with a short ``reason`` code; the
+worker then writes the original bytes to the dead-letter topic with the headers named by the
+``HEADER_*`` constants below (see :func:`dead_letter_headers`).
+
+Decoding policy:
+
+- ``None`` (a tombstone) -> reason ``"tombstone"``; ``b""`` -> ``"empty_value"``.
+- Bytes that are not UTF-8 -> ``"not_utf8"`` (a leading UTF-8 byte-order mark is accepted).
+- Not JSON (including ``NaN``/``Infinity``, which JSON does not have) -> ``"not_json"``.
+- JSON that is not an object (array, string, number, null) -> ``"not_an_object"``.
+- An object that fails the schema (missing or mistyped field) -> ``"invalid_field"``.
+- Lone UTF-16 surrogate escapes such as ``"\\ud83d"`` are valid JSON: they are replaced by U+FFFD
+  and the event is accepted (the fast tokenizer cannot take lone surrogates).
+
+Unknown fields are ignored, so producers may add fields without breaking the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from stream.errors import EventError
+
+__all__ = [
+    "BEHAVIOR_ACTIONS",
+    "HEADER_ERROR_CLASS",
+    "HEADER_ERROR_DETAIL",
+    "HEADER_ERROR_REASON",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "BehaviorEvent",
+    "CommentEvent",
+    "ProfileUpdate",
+    "dead_letter_headers",
+    "decode_behavior",
+    "decode_comment",
+    "parse_event_time",
+    "replace_lone_surrogates",
+]
+
+HEADER_SOURCE_TOPIC = "portrait.source.topic"
+HEADER_SOURCE_PARTITION = "portrait.source.partition"
+HEADER_SOURCE_OFFSET = "portrait.source.offset"
+HEADER_ERROR_CLASS = "portrait.error.class"
+HEADER_ERROR_REASON = "portrait.error.reason"
+HEADER_ERROR_DETAIL = "portrait.error.detail"
+
+BEHAVIOR_ACTIONS = ("view", "click", "like", "share", "cart", "purchase", "return")
+"""The ``action`` values of ``behavior.v1``, in the order profiles list them."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_DETAIL_CHARS = 1000
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """Replace lone UTF-16 surrogates (U+D800..U+DFFF) by U+FFFD.
+
+    Python strings hold a surrogate only when it is unpaired (JSON ``"\\ud83d"`` decodes to one);
+    such a string cannot be encoded as UTF-8 and makes the fast tokenizer raise.
+
+    Args:
+        text: Any string.
+
+    Returns:
+        ``text`` itself when it holds no surrogate, else a copy with each one replaced.
+    """
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def parse_event_time(value: Any) -> datetime:
+    """Parse an event time: RFC 3339 string or epoch milliseconds.
+
+    Args:
+        value: An RFC 3339 / ISO 8601 string (``"2024-05-01T12:00:00Z"``; without an offset it is
+            taken as UTC), epoch milliseconds as int or float, a string of digits (epoch
+            milliseconds), or a ``datetime`` (naive = UTC).
+
+    Returns:
+        A timezone-aware UTC datetime (microsecond resolution).
+
+    Raises:
+        ValueError: The value is of another type, not a valid time, or out of range.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | float):
+        try:
+            parsed = _EPOCH + timedelta(milliseconds=value)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError("epoch milliseconds out of range") from exc
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError("must be an RFC 3339 time, e.g. 2024-05-01T12:00:00Z") from exc
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time out of range after conversion to UTC") from exc
+
+
+EventTime = Annotated[datetime, BeforeValidator(parse_event_time)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=128)
+    item_id: str | None = Field(default=None, max_length=256)
+    category: str | None = Field(default=None, max_length=256)
+    event_time: EventTime
+
+    @property
+    def event_time_ms(self) -> int:
+        """Event time as integer epoch milliseconds (UTC)."""
+        return (self.event_time - _EPOCH) // timedelta(milliseconds=1)
+
+    def to_json_bytes(self) -> bytes:
+        """The event as UTF-8 JSON, ``event_time`` in RFC 3339; ``None`` fields left out."""
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+class CommentEvent(_Event):
+    """A ``comments.v1`` event (key = user id).
+
+    Attributes:
+        event_id: Unique event id, 1-256 characters.
+        user_id: User id, 1-128 characters.
+        item_id: The commented item, optional.
+        category: The item's category, optional, at most 256 characters.
+        text: The comment text; may be empty. Personal data: never logged.
+        rating: Star rating 1..5, optional.
+        event_time: When the comment was written, timezone-aware UTC.
+        lang: Language tag, optional (e.g. ``"en"``, ``"zh"``).
+    """
+
+    text: str
+    rating: float | None = Field(default=None, ge=1, le=5)
+    lang: str | None = Field(default=None, max_length=35)
+
+
+class BehaviorEvent(_Event):
+    """A ``behavior.v1`` event (key = user id).
+
+    Attributes:
+        event_id: Unique event id, 1-256 characters.
+        user_id: User id, 1-128 characters.
+        item_id: The item acted on, optional.
+        category: The item's category, optional, at most 256 characters.
+        action: One of :data:`BEHAVIOR_ACTIONS`.
+        value: A number attached to the action, optional (e.g. the price of a purchase).
+        event_time: When the action happened, timezone-aware UTC.
+    """
+
+    action: Literal["view", "click", "like", "share", "cart", "purchase", "return"]
+    value: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class ProfileUpdate(BaseModel):
+    """A ``profile-updates.v1`` event (key = user id): the user's whole current profile.
+
+    Attributes:
+        user_id: The user.
+        version: Increases by one with every change of this user's profile; a consumer keeps the
+            highest version per user (a redelivered update carries the same version).
+        updated_at: When the worker emitted this update, timezone-aware UTC.
+        model_version: ``model_version`` of the sentiment model that scored the comments.
+        profile: ``Profile.to_dict()`` of the user's profile.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    user_id: str
+    version: int = Field(ge=0)
+    updated_at: datetime
+    model_version: str
+    profile: dict[str, Any]
+
+    def to_json_bytes(self) -> bytes:
+        """The update as UTF-8 JSON (``updated_at`` as RFC 3339)."""
+        return self.model_dump_json().encode("utf-8")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _scrub(value: Any) -> Any:
+    """Replace lone surrogates in every string of a decoded JSON value."""
+    if isinstance(value, str):
+        return replace_lone_surrogates(value)
+    if isinstance(value, dict):
+        return {replace_lone_surrogates(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _load_object(value: bytes | None) -> dict[str, Any]:
+    """Bytes -> JSON object, or :class:`EventError` with the reason code."""
+    if value is None:
+        raise EventError("tombstone", "value is null (a tombstone), expected a JSON object")
+    if len(value) == 0:
+        raise EventError("empty_value", "value is empty, expected a JSON object")
+    try:
+        text = bytes(value).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EventError(
+            "not_utf8", f"value is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    try:
+        loaded = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise EventError("not_json", f"value is not JSON ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise EventError(
+            "not_an_object", f"JSON value is a {type(loaded).__name__}, expected object"
+        )
+    return dict(_scrub(loaded))
+
+
+def _field_problems(exc: ValidationError) -> str:
+    """``field: problem`` per error; never the input values (they may hold personal data)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(event)"
+        parts.append(f"{field}: {error['msg']}")
+    return "; ".join(parts)[:_MAX_DETAIL_CHARS]
+
+
+def decode_comment(value: bytes | None) -> CommentEvent:
+    """Decode and validate a ``comments.v1`` value.
+
+    Args:
+        value: The raw Kafka record value (``None`` for a tombstone).
+
+    Returns:
+        The validated comment event.
+
+    Raises:
+        EventError: With ``reason`` ``"tombstone"``, ``"empty_value"``, ``"not_utf8"``,
+            ``"not_json"``, ``"not_an_object"`` or ``"invalid_field"``.
+    """
+    data = _load_object(value)
+    try:
+        return CommentEvent.model_validate(data)
+    except ValidationError as exc:
+        raise EventError("invalid_field", _field_problems(exc)) from exc
+
+
+def decode_behavior(value: bytes | None) -> BehaviorEvent:
+    """Decode and validate a ``behavior.v1`` value.
+
+    Args:
+        value: The raw Kafka record value (``None`` for a tombstone).
+
+    Returns:
+        The validated behaviour event.
+
+    Raises:
+        EventError: With ``reason`` ``"tombstone"``, ``"empty_value"``, ``"not_utf8"``,
+            ``"not_json"``, ``"not_an_object"`` or ``"invalid_field"`` (e.g. an unknown
+            ``action``).
+    """
+    data = _load_object(value)
+    try:
+        return BehaviorEvent.model_validate(data)
+    except ValidationError as exc:
+        raise EventError("invalid_field", _field_problems(exc)) from exc
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, error: BaseException
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead-letter record, values UTF-8 bytes.
+
+    Args:
+        topic: Source topic of the original record.
+        partition: Source partition.
+        offset: Source offset.
+        error: Why the record is dead-lettered; an :class:`EventError` gives its ``reason`` and
+            ``detail``, any other exception gives reason ``"internal_error"`` and its class name
+            (never its message, which might quote the input).
+
+    Returns:
+        ``[(HEADER_SOURCE_TOPIC, b"comments.v1"), ...]`` in the order of the ``HEADER_*`` constants.
+    """
+    if isinstance(error, EventError):
+        reason, detail = error.reason, error.detail
+    else:
+        reason, detail = "internal_error", type(error).__name__
+    values = (
+        (HEADER_SOURCE_TOPIC, topic),
+        (HEADER_SOURCE_PARTITION, str(partition)),
+        (HEADER_SOURCE_OFFSET, str(offset)),
+        (HEADER_ERROR_CLASS, type(error).__name__),
+        (HEADER_ERROR_REASON, reason),
+        (HEADER_ERROR_DETAIL, detail[:_MAX_DETAIL_CHARS]),
+    )
+    return [(name, text.encode("utf-8", "replace")) for name, text in values]

@@ -1,0 +1,170 @@
+"""Prometheus metrics of the worker, on a registry passed in (never the global default).
+
+Names follow the Prometheus conventions (https://prometheus.io/docs/practices/naming/): prefix
+``portrait_``, base units (``_seconds``), ``_total`` on counters. No label takes values that grow
+with users, items or texts: the label values are topic names, reason codes, class labels and the
+model description.
+
+Example:
+    >>> from prometheus_client import CollectorRegistry
+    >>> metrics = Metrics(CollectorRegistry())
+    >>> metrics.events_consumed.labels(topic="comments.v1").inc()
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from threading import Thread
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = [
+    "ALLOWED_LABELS",
+    "BATCH_SIZE_BUCKETS",
+    "LATENCY_BUCKETS_S",
+    "Metrics",
+    "MetricsServer",
+    "start_metrics_server",
+]
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_LABELS = frozenset({"topic", "reason", "label", "model_version", "provider", "device"})
+"""Every label name a Portrait metric may carry; none identifies a user, item or text."""
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Histogram buckets of ``portrait_batch_size``, events (up to the 4096 maximum batch size)."""
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+)  # fmt: skip
+"""Histogram buckets, seconds, of the inference, batch-wait and end-to-end latency histograms."""
+
+
+class Metrics:
+    """The worker's metrics, registered on ``registry``.
+
+    Attributes:
+        events_consumed: ``portrait_events_consumed_total{topic}``: source events read.
+        events_dead_lettered: ``portrait_events_dead_lettered_total{topic, reason}``: events
+            written to the dead-letter topic; ``reason`` is an ``EventError.reason`` code.
+        duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic}``: redelivered events
+            the profile had already applied (idempotence at work after a restart or rebalance).
+        inference_failures: ``portrait_inference_failures_total``: failed inference attempts.
+        batch_size: ``portrait_batch_size``: events per micro-batch (histogram).
+        inference_seconds: ``portrait_inference_seconds``: tokenization plus onnxruntime per
+            micro-batch, seconds.
+        batch_wait_seconds: ``portrait_batch_wait_seconds``: first event taken to batch closed,
+            seconds.
+        end_to_end_latency_seconds: ``portrait_end_to_end_latency_seconds``: event time to profile
+            update emitted, seconds.
+        predictions: ``portrait_predictions_total{label}``: comments classified, by predicted label.
+        profile_updates: ``portrait_profile_updates_total``: profile-update events emitted.
+        model_info: ``portrait_model_info{model_version, provider, device}``: 1 for the model
+            in use.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """Create and register the metrics.
+
+        Args:
+            registry: Where to register; one registry per :class:`Metrics`.
+
+        Raises:
+            ValueError: The registry already holds these metric names.
+        """
+        self.registry = registry
+        kw: dict[str, Any] = {"registry": registry, "namespace": "portrait"}
+        self.events_consumed = Counter("events_consumed", "Source events read.", ["topic"], **kw)
+        self.events_dead_lettered = Counter(
+            "events_dead_lettered",
+            "Events written to the dead-letter topic.",
+            ["topic", "reason"],
+            **kw,
+        )
+        self.duplicates_skipped = Counter(
+            "duplicate_events_skipped", "Redelivered events already applied.", ["topic"], **kw
+        )
+        self.inference_failures = Counter(
+            "inference_failures", "Failed inference attempts on a micro-batch.", **kw
+        )
+        self.batch_size = Histogram(
+            "batch_size", "Events per micro-batch.", buckets=BATCH_SIZE_BUCKETS, **kw
+        )
+        self.inference_seconds = Histogram(
+            "inference_seconds", "Tokenization and onnxruntime time per micro-batch.",
+            buckets=LATENCY_BUCKETS_S, **kw,
+        )  # fmt: skip
+        self.batch_wait_seconds = Histogram(
+            "batch_wait_seconds", "Time from a batch's first event to its close.",
+            buckets=LATENCY_BUCKETS_S, **kw,
+        )  # fmt: skip
+        self.end_to_end_latency_seconds = Histogram(
+            "end_to_end_latency_seconds", "Event time to profile update emitted.",
+            buckets=LATENCY_BUCKETS_S, **kw,
+        )  # fmt: skip
+        self.predictions = Counter("predictions", "Comments classified, by label.", ["label"], **kw)
+        self.profile_updates = Counter("profile_updates", "Profile-update events emitted.", **kw)
+        self.model_info = Gauge(
+            "model_info",
+            "The loaded model; value 1.",
+            ["model_version", "provider", "device"],
+            **kw,
+        )
+
+    def set_model_info(self, model_version: str, provider: str, device: str) -> None:
+        """Set ``portrait_model_info`` to 1 for this model, removing any earlier model's series.
+
+        Args:
+            model_version: The manifest's model version.
+            provider: onnxruntime provider in use, e.g. ``"CPUExecutionProvider"``.
+            device: ``"cpu"`` or ``"cuda"``.
+        """
+        self.model_info.clear()
+        self.model_info.labels(model_version=model_version, provider=provider, device=device).set(1)
+
+
+@dataclass
+class MetricsServer:
+    """A running metrics HTTP server.
+
+    Attributes:
+        port: The TCP port it listens on.
+    """
+
+    port: int
+    _server: Any
+    _thread: Thread
+
+    def close(self) -> None:
+        """Stop serving and wait for the server thread to end."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0"
+) -> MetricsServer | None:
+    """Serve ``registry`` at ``http://addr:port/metrics`` from a daemon thread.
+
+    Args:
+        port: TCP port; 0 means no metrics server (``PORTRAIT_METRICS_PORT=0``).
+        registry: The registry to expose.
+        addr: Address to bind (default all interfaces, so Prometheus can scrape the worker).
+
+    Returns:
+        The running server, or ``None`` when ``port`` is 0.
+
+    Raises:
+        OSError: The port cannot be bound (e.g. in use); set ``PORTRAIT_METRICS_PORT``.
+    """
+    if port == 0:
+        logger.info("metrics server disabled metrics_port=0")
+        return None
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    logger.info("metrics server listening addr=%s port=%s", addr, port)
+    return MetricsServer(port=port, _server=server, _thread=thread)

@@ -1,0 +1,443 @@
+"""Per-user profile aggregation: pure Python, bounded in size, JSON-serialisable state.
+
+A :class:`Profile` is folded from a user's scored comments and behaviour events by
+:func:`apply_comment` and :func:`apply_behavior`. It holds no faust or Kafka object: the worker
+stores ``Profile.to_dict()`` in its table and rebuilds it with :meth:`Profile.from_dict`.
+
+Decay over event time
+---------------------
+Decayed figures use exponential decay with half-life ``h = half_life_s`` over *event* time, the
+standard exponentially weighted (time-decayed) aggregate, e.g. Cormode, Shkapenyuk, Srivastava and
+Xu, "Forward Decay: A Practical Time Decay Model for Streaming Systems", ICDE 2009. Event ``i`` at
+time ``t_i`` has weight::
+
+    w_i = 2 ** ((t_i - t_ref) / h)
+
+where ``t_ref`` is the latest event time seen for the user (comments and behaviour alike), so the
+newest event has weight 1 and an event one half-life older has weight 1/2. The stored sums are kept
+relative to ``t_ref``: when a newer event moves ``t_ref`` forward by ``d`` seconds, every stored sum
+is multiplied by ``2 ** (-d / h)`` (a factor <= 1, so it cannot overflow); an older, out-of-order
+event is added with its own weight ``w_i <= 1``. Each stored sum therefore equals
+``sum_i w_i * x_i`` with the final ``t_ref`` whatever order the events came in: the state is the
+same (up to float rounding) for any arrival order. Weights underflow to 0.0 for events more than
+about 1000 half-lives older than ``t_ref`` (19 years at the default 7 days).
+
+The figures:
+
+- ``sentiment_score = sum_i w_i * s_i / sum_i w_i`` over comments, with ``s_i = p_pos - p_neg``, in
+  [-1, 1]; ``None`` before the first comment. A ratio, so it does not depend on ``t_ref``.
+- Category ``activity = sum_j w_j`` over the user's comments and behaviour events in that
+  category (a decayed event count at ``t_ref``; every event counts 1 before decay), and its own
+  ``sentiment_score`` as above over the comments in that category.
+
+Bounds and idempotence
+----------------------
+The state is bounded whatever the user's history: 3 label counts, 7 behaviour counts, 24 hour
+bins, at most ``top_k_categories`` categories (when a new category makes K + 1, the one with the
+lowest activity is evicted, ties by name, and its sums are lost), the ``last_n_comments`` latest
+comments by event time, and one applied offset per source partition. An event is applied at most
+once: the profile remembers the last applied offset per ``"topic:partition"`` and ignores any event
+at or below it (Kafka keeps offsets in order within a partition, and all of a user's events of one
+topic share a partition). Eviction is the one order-dependent step: once a user has had more than K
+categories, the kept set may depend on the arrival order (for instance on how comments and
+behaviour events, which come from two topics, interleave).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from stream.events import BEHAVIOR_ACTIONS, BehaviorEvent, CommentEvent
+from stream.settings import ProfileSettings
+
+__all__ = [
+    "LABELS",
+    "SCHEMA_VERSION",
+    "CategoryStats",
+    "Profile",
+    "RecentComment",
+    "ScoredComment",
+    "apply_behavior",
+    "apply_comment",
+    "decay_weight",
+    "summary",
+]
+
+LABELS = ("negative", "neutral", "positive")
+"""Sentiment labels in probability-column order."""
+
+SCHEMA_VERSION = 1
+"""Version of the :meth:`Profile.to_dict` layout; :meth:`Profile.from_dict` rejects others."""
+
+_PROBABILITY_TOLERANCE = 1e-3
+
+
+def decay_weight(event_time_ms: int, reference_time_ms: int, half_life_s: float) -> float:
+    """Exponential-decay weight ``2 ** ((t - t_ref) / half_life_s)`` (1 at ``t == t_ref``).
+
+    Args:
+        event_time_ms: Event time ``t``, epoch milliseconds.
+        reference_time_ms: Reference time ``t_ref``, epoch milliseconds.
+        half_life_s: Half-life in seconds, > 0.
+
+    Returns:
+        The weight; in (0, 1] for ``t <= t_ref`` (it underflows to 0.0 for events more than about
+        1074 half-lives older than ``t_ref``).
+    """
+    return float(2.0 ** ((event_time_ms - reference_time_ms) / 1000.0 / half_life_s))
+
+
+@dataclass(frozen=True)
+class ScoredComment:
+    """A comment event with its class probabilities.
+
+    Attributes:
+        event: The comment.
+        probabilities: ``(p_negative, p_neutral, p_positive)``, each in [0, 1], summing to 1
+            (within 1e-3); numpy scalars are converted to ``float``.
+
+    Raises:
+        ValueError: ``probabilities`` is not three finite numbers in [0, 1] summing to 1.
+    """
+
+    event: CommentEvent
+    probabilities: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        probs = tuple(float(p) for p in self.probabilities)
+        if len(probs) != len(LABELS) or not all(math.isfinite(p) and 0 <= p <= 1 for p in probs):
+            raise ValueError("probabilities must be 3 finite numbers in [0, 1]")
+        if abs(sum(probs) - 1.0) > _PROBABILITY_TOLERANCE:
+            raise ValueError(f"probabilities must sum to 1 (sum {sum(probs):.6f})")
+        object.__setattr__(self, "probabilities", probs)
+
+    @property
+    def label(self) -> str:
+        """The predicted label: the arg-max of ``probabilities`` (the first one on a tie)."""
+        return LABELS[max(range(len(LABELS)), key=self.probabilities.__getitem__)]
+
+    @property
+    def sentiment(self) -> float:
+        """``p_positive - p_negative``, in [-1, 1]."""
+        return self.probabilities[2] - self.probabilities[0]
+
+
+@dataclass
+class CategoryStats:
+    """Decayed figures of one interest category, relative to the profile's reference time.
+
+    Attributes:
+        activity: ``sum_j w_j`` over the user's events in the category.
+        sentiment_weight_sum: ``sum_i w_i`` over the user's comments in the category.
+        sentiment_sum: ``sum_i w_i * (p_pos_i - p_neg_i)`` over the same comments.
+    """
+
+    activity: float = 0.0
+    sentiment_weight_sum: float = 0.0
+    sentiment_sum: float = 0.0
+
+    @property
+    def sentiment_score(self) -> float | None:
+        """Decayed mean sentiment in the category; ``None`` without comments."""
+        if self.sentiment_weight_sum <= 0.0:
+            return None
+        return self.sentiment_sum / self.sentiment_weight_sum
+
+    def scale(self, factor: float) -> None:
+        """Multiply every decayed sum by ``factor`` (moving the reference time forward)."""
+        self.activity *= factor
+        self.sentiment_weight_sum *= factor
+        self.sentiment_sum *= factor
+
+
+@dataclass(frozen=True)
+class RecentComment:
+    """One of the last N scored comments (no text).
+
+    Attributes:
+        event_id: The comment's event id.
+        label: Predicted label, one of :data:`LABELS`.
+        probabilities: ``(p_negative, p_neutral, p_positive)``.
+        event_time_ms: Event time, epoch milliseconds.
+    """
+
+    event_id: str
+    label: str
+    probabilities: tuple[float, float, float]
+    event_time_ms: int
+
+
+@dataclass
+class Profile:
+    """A user's profile state; see the module docstring for the definitions.
+
+    Attributes:
+        user_id: The user.
+        version: Increases by one with every applied event.
+        applied_offsets: ``"topic:partition"`` -> last applied offset.
+        half_life_s: Half-life of the decayed figures, seconds (the setting at the last apply).
+        comment_count: Comments applied.
+        label_counts: Comments per predicted label (keys :data:`LABELS`).
+        probability_sums: Sum of each class probability over comments (keys :data:`LABELS`).
+        sentiment_weight_sum: ``sum_i w_i`` over comments (relative to ``last_event_time_ms``).
+        sentiment_sum: ``sum_i w_i * (p_pos_i - p_neg_i)`` over comments.
+        rating_count: Comments with a rating.
+        rating_sum: Sum of those ratings.
+        behavior_counts: Behaviour events per action (only actions seen).
+        purchase_value_sum: Sum of ``value`` over ``purchase`` events (missing value = 0).
+        categories: Interest category -> :class:`CategoryStats`; at most ``top_k_categories``.
+        first_event_time_ms: Earliest event time seen, epoch ms (``None`` before any event).
+        last_event_time_ms: Latest event time seen, epoch ms; the decay reference ``t_ref``.
+        hour_histogram: Events per hour of day (UTC), 24 ints.
+        recent_comments: The latest ``last_n_comments`` comments, ordered by event time ascending.
+        schema: Layout version, :data:`SCHEMA_VERSION`.
+    """
+
+    user_id: str
+    version: int = 0
+    applied_offsets: dict[str, int] = field(default_factory=dict)
+    half_life_s: float = ProfileSettings().half_life_s
+    comment_count: int = 0
+    label_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
+    probability_sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LABELS, 0.0))
+    sentiment_weight_sum: float = 0.0
+    sentiment_sum: float = 0.0
+    rating_count: int = 0
+    rating_sum: float = 0.0
+    behavior_counts: dict[str, int] = field(default_factory=dict)
+    purchase_value_sum: float = 0.0
+    categories: dict[str, CategoryStats] = field(default_factory=dict)
+    first_event_time_ms: int | None = None
+    last_event_time_ms: int | None = None
+    hour_histogram: list[int] = field(default_factory=lambda: [0] * 24)
+    recent_comments: list[RecentComment] = field(default_factory=list)
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def mean_probabilities(self) -> dict[str, float] | None:
+        """Mean class probabilities over comments (keys :data:`LABELS`); ``None`` without any."""
+        if self.comment_count == 0:
+            return None
+        return {label: self.probability_sums[label] / self.comment_count for label in LABELS}
+
+    @property
+    def sentiment_score(self) -> float | None:
+        """Decayed weighted mean of ``p_pos - p_neg`` over comments, in [-1, 1]; else ``None``."""
+        if self.sentiment_weight_sum <= 0.0:
+            return None
+        return self.sentiment_sum / self.sentiment_weight_sum
+
+    @property
+    def rating_mean(self) -> float | None:
+        """Mean rating over rated comments; ``None`` without any."""
+        return self.rating_sum / self.rating_count if self.rating_count else None
+
+    def interests(self) -> list[tuple[str, CategoryStats]]:
+        """Categories by decayed activity, highest first (ties by name)."""
+        return sorted(self.categories.items(), key=lambda kv: (-kv[1].activity, kv[0]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as a JSON-ready dict (every field above, times as epoch ms), plus derived
+        figures that :meth:`from_dict` ignores: ``mean_probabilities``, ``sentiment_score``,
+        ``rating_mean`` and ``interests`` (``[{"category", "activity", "sentiment_score"}]``,
+        highest activity first)."""
+        data: dict[str, Any] = _ADAPTER.dump_python(self, mode="json")
+        data["mean_probabilities"] = self.mean_probabilities
+        data["sentiment_score"] = self.sentiment_score
+        data["rating_mean"] = self.rating_mean
+        data["interests"] = [
+            {"category": name, "activity": stats.activity, "sentiment_score": stats.sentiment_score}
+            for name, stats in self.interests()
+        ]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """Rebuild a profile from :meth:`to_dict` output (e.g. a table value).
+
+        Raises:
+            ValueError: ``data`` is not a profile of schema :data:`SCHEMA_VERSION`, or a field is
+                missing or mistyped (a ``pydantic.ValidationError``, which names the field).
+        """
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"not a profile dict of schema {SCHEMA_VERSION}")
+        profile = _ADAPTER.validate_python(data)
+        if len(profile.hour_histogram) != 24 or set(profile.label_counts) != set(LABELS):
+            raise ValueError(
+                "hour_histogram must have 24 bins and label_counts keys " + str(LABELS)
+            )
+        return profile
+
+
+_ADAPTER = TypeAdapter(Profile)
+
+
+def _claim_offset(profile: Profile, topic: str, partition: int, offset: int) -> bool:
+    """Record ``offset`` as applied; False when it (or a later one) already was."""
+    key = f"{topic}:{partition}"
+    last = profile.applied_offsets.get(key)
+    if last is not None and offset <= last:
+        return False
+    profile.applied_offsets[key] = offset
+    return True
+
+
+def _observe_time(profile: Profile, event_time_ms: int) -> float:
+    """Move the reference time forward if needed; return the event's decay weight."""
+    h = profile.half_life_s
+    last = profile.last_event_time_ms
+    if last is None or event_time_ms > last:
+        if last is not None:
+            factor = decay_weight(last, event_time_ms, h)
+            profile.sentiment_weight_sum *= factor
+            profile.sentiment_sum *= factor
+            for stats in profile.categories.values():
+                stats.scale(factor)
+        profile.last_event_time_ms = last = event_time_ms
+    if profile.first_event_time_ms is None or event_time_ms < profile.first_event_time_ms:
+        profile.first_event_time_ms = event_time_ms
+    hour = datetime.fromtimestamp(event_time_ms / 1000.0, tz=UTC).hour
+    profile.hour_histogram[hour] += 1
+    return decay_weight(event_time_ms, last, h)
+
+
+def _add_category(
+    profile: Profile, category: str | None, weight: float, sentiment: float | None, top_k: int
+) -> None:
+    """Add one event to a category's decayed sums, then evict down to ``top_k`` categories."""
+    if category is None:
+        return
+    stats = profile.categories.setdefault(category, CategoryStats())
+    stats.activity += weight
+    if sentiment is not None:
+        stats.sentiment_weight_sum += weight
+        stats.sentiment_sum += weight * sentiment
+    while len(profile.categories) > top_k:
+        lowest = min(profile.categories.items(), key=lambda kv: (kv[1].activity, kv[0]))[0]
+        del profile.categories[lowest]
+
+
+def _add_recent(profile: Profile, recent: RecentComment, last_n: int) -> None:
+    """Insert by event time (ties by event id) and keep the ``last_n`` latest."""
+    profile.recent_comments.append(recent)
+    profile.recent_comments.sort(key=lambda c: (c.event_time_ms, c.event_id))
+    del profile.recent_comments[: max(0, len(profile.recent_comments) - last_n)]
+
+
+def apply_comment(
+    profile: Profile,
+    scored: ScoredComment,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    settings: ProfileSettings,
+) -> bool:
+    """Fold one scored comment into the profile, at most once per source offset.
+
+    Args:
+        profile: The user's profile; mutated.
+        scored: The comment and its probabilities.
+        topic: Source topic of the comment.
+        partition: Source partition.
+        offset: Source offset; an offset at or below the last applied one of ``topic:partition``
+            is a duplicate delivery and leaves the profile untouched.
+        settings: Half-life, top-K and last-N.
+
+    Returns:
+        True when the profile changed (``version`` incremented), False for a duplicate.
+    """
+    if not _claim_offset(profile, topic, partition, offset):
+        return False
+    profile.half_life_s = settings.half_life_s
+    event, probs = scored.event, scored.probabilities
+    weight = _observe_time(profile, event.event_time_ms)
+    profile.comment_count += 1
+    profile.label_counts[scored.label] += 1
+    for label, p in zip(LABELS, probs, strict=True):
+        profile.probability_sums[label] += p
+    profile.sentiment_weight_sum += weight
+    profile.sentiment_sum += weight * scored.sentiment
+    if event.rating is not None:
+        profile.rating_count += 1
+        profile.rating_sum += event.rating
+    _add_category(profile, event.category, weight, scored.sentiment, settings.top_k_categories)
+    recent = RecentComment(event.event_id, scored.label, probs, event.event_time_ms)
+    _add_recent(profile, recent, settings.last_n_comments)
+    profile.version += 1
+    return True
+
+
+def apply_behavior(
+    profile: Profile,
+    event: BehaviorEvent,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    settings: ProfileSettings,
+) -> bool:
+    """Fold one behaviour event into the profile, at most once per source offset.
+
+    Args:
+        profile: The user's profile; mutated.
+        event: The behaviour event.
+        topic: Source topic of the event.
+        partition: Source partition.
+        offset: Source offset; at or below the last applied one of ``topic:partition`` is a no-op.
+        settings: Half-life and top-K.
+
+    Returns:
+        True when the profile changed (``version`` incremented), False for a duplicate.
+    """
+    if not _claim_offset(profile, topic, partition, offset):
+        return False
+    profile.half_life_s = settings.half_life_s
+    weight = _observe_time(profile, event.event_time_ms)
+    profile.behavior_counts[event.action] = profile.behavior_counts.get(event.action, 0) + 1
+    if event.action == "purchase" and event.value is not None:
+        profile.purchase_value_sum += event.value
+    _add_category(profile, event.category, weight, None, settings.top_k_categories)
+    profile.version += 1
+    return True
+
+
+def summary(profile: Profile, now: datetime, *, top: int = 3) -> dict[str, Any]:
+    """A short display view of a profile, with decayed activity brought forward to ``now``.
+
+    Args:
+        profile: The profile.
+        now: Display time, timezone-aware; activity is multiplied by
+            ``2 ** ((t_ref - now) / half_life_s)`` when ``now`` is after ``t_ref``.
+        top: Interests shown.
+
+    Returns:
+        A dict with ``user_id``, ``version``, ``comments``, ``label_shares``, ``sentiment_score``,
+        ``rating_mean``, ``behavior_counts``, ``top_interests`` (a list of
+        ``(category, activity_at_now, sentiment_score)``) and ``last_event`` (datetime or None).
+    """
+    now_ms = int(now.timestamp() * 1000)
+    ref = profile.last_event_time_ms
+    factor = 1.0 if ref is None or now_ms <= ref else decay_weight(ref, now_ms, profile.half_life_s)
+    n = profile.comment_count
+    return {
+        "user_id": profile.user_id,
+        "version": profile.version,
+        "comments": n,
+        "label_shares": {lab: (c / n if n else 0.0) for lab, c in profile.label_counts.items()},
+        "sentiment_score": profile.sentiment_score,
+        "rating_mean": profile.rating_mean,
+        "behavior_counts": {
+            a: profile.behavior_counts[a] for a in BEHAVIOR_ACTIONS if a in profile.behavior_counts
+        },  # fmt: skip
+        "top_interests": [
+            (name, stats.activity * factor, stats.sentiment_score)
+            for name, stats in profile.interests()[:top]
+        ],
+        "last_event": None if ref is None else datetime.fromtimestamp(ref / 1000, tz=UTC),
+    }
