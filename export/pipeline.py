@@ -122,14 +122,12 @@ def _model_version(record: dict[str, Any]) -> str:
 
 def _evaluate_graphs(out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]) -> dict[str, Any]:
     """Test-split report of each graph through the worker's own classifier runtime."""
-    from models.evaluate import report_for
+    from models.evaluate import model_logits, report_for
     from models.metrics import softmax
-    from stream.classifier import SentimentClassifier
 
     reports = {}
     for name in graphs:
-        clf = SentimentClassifier.load(out_dir, device="cpu", variant=name)
-        report = report_for(softmax(clf.predict_logits(texts)), test)
+        report = report_for(softmax(model_logits(out_dir, texts, variant=name, progress=False)), test)
         reports[name] = {k: report[k] for k in ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "confidence_1", "confidence_below_1") if k in report}
     return reports
 

