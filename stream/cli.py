@@ -23,10 +23,13 @@ def _root() -> None:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Portrait's own loggers at INFO (DEBUG with --verbose); third-party libraries at WARNING.
+
+    onnxruntime's quantiser logs hundreds of INFO lines on the root logger; they stay hidden.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in ("stream", "models", "export"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()
