@@ -13,16 +13,31 @@ from typing import Any
 
 from stream.classifier import file_sha256
 
-__all__ = ["MANIFEST", "VARIANT_FILES", "file_sha256", "read_manifest", "verify_files", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "VARIANT_FILES",
+    "file_sha256",
+    "read_manifest",
+    "verify_files",
+    "write_manifest",
+]
 
 MANIFEST = "manifest.json"
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
-_PRECISION = {"fp32": "float32", "int8": "int8 dynamic (weights int8, activations quantised at run time)", "fp16": "float16"}
-_PROVIDERS = {"fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"], "int8": ["CPUExecutionProvider"], "fp16": ["CUDAExecutionProvider"]}
+_PRECISION = {
+    "fp32": "float32",
+    "int8": "int8 dynamic (weights int8, activations quantised at run time)",
+    "fp16": "float16",
+}
+_PROVIDERS = {
+    "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
+    "int8": ["CPUExecutionProvider"],
+    "fp16": ["CUDAExecutionProvider"],
+}
 
 
 def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``model_dir/manifest.json`` for the graphs and tokenizer files present in ``model_dir``.
+    """Write ``model_dir/manifest.json`` for the graphs and tokenizer present in ``model_dir``.
 
     Args:
         model_dir: holds some of :data:`VARIANT_FILES` and ``tokenizer.json``.
@@ -40,8 +55,14 @@ def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         if (model_dir / file).is_file()
     }
     if not variants or not (model_dir / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{model_dir} needs at least one of {sorted(VARIANT_FILES.values())} and tokenizer.json")
-    files = sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+        raise FileNotFoundError(
+            f"{model_dir} needs at least one of {sorted(VARIANT_FILES.values())} and tokenizer.json"
+        )
+    files = sorted(
+        p.name
+        for p in model_dir.iterdir()
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    )
     manifest = {
         **meta,
         "default_variant": {

@@ -9,7 +9,7 @@ Three graphs come out of one checkpoint:
 - ``model.fp16.onnx``: the optimised graph with weights and compute in float16, inputs and outputs
   kept int64/float32 (``keep_io_types``). For the CUDA execution provider.
 
-Graph contract (all three): inputs ``input_ids``, ``attention_mask``, ``token_type_ids``, each int64,
+Graph contract (all three): inputs ``input_ids``, ``attention_mask``, ``token_type_ids``, int64,
 shape (batch_size, sequence_length); output ``logits``, float32, shape (batch_size, num_labels).
 
 This module imports torch and transformers; it belongs to the ``train`` extra.

@@ -37,14 +37,21 @@ def _training_record(checkpoint: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.is_file() else {}
 
 
-def _graphs(checkpoint: Path, out_dir: Path, variants: tuple[str, ...], bar: tqdm) -> tuple[Any, Any, dict[str, Path]]:
+def _graphs(
+    checkpoint: Path, out_dir: Path, variants: tuple[str, ...], bar: tqdm
+) -> tuple[Any, Any, dict[str, Path]]:
     model, tokenizer = load_checkpoint(checkpoint)
     cfg = model.config
     paths: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         raw = export_fp32(model, Path(tmp) / "model.raw.onnx")
         bar.update(1)
-        paths["fp32"] = optimise(raw, out_dir / VARIANT_FILES["fp32"], num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size)
+        paths["fp32"] = optimise(
+            raw,
+            out_dir / VARIANT_FILES["fp32"],
+            num_heads=cfg.num_attention_heads,
+            hidden_size=cfg.hidden_size,
+        )
         bar.update(1)
     if "int8" in variants:
         paths["int8"] = quantise_int8(paths["fp32"], out_dir / VARIANT_FILES["int8"])
@@ -70,7 +77,7 @@ def run_export(
         checkpoint: a directory written by ``portrait train``.
         out_dir: receives the graphs, ``tokenizer.json`` and ``manifest.json``.
         variants: which graphs to produce; ``fp32`` is always produced (it is the reference).
-        data: the labelled dataset for validation and evaluation; default: the one it was trained on.
+        data: the labelled dataset for validation and evaluation; default: its training data.
         validate_cpu_variants_only: skip the fp16 checks (for machines where fp16 runs too slowly).
 
     Returns:
@@ -92,18 +99,30 @@ def run_export(
         "labels": list(LABELS),
         "max_seq_len": max_seq_len,
         "opset": OPSET,
-        "inputs": {name: "int64 (batch_size, sequence_length)" for name in ("input_ids", "attention_mask", "token_type_ids")},
+        "inputs": {
+            name: "int64 (batch_size, sequence_length)"
+            for name in ("input_ids", "attention_mask", "token_type_ids")
+        },
         "outputs": {"logits": "float32 (batch_size, num_labels)"},
         "base_checkpoint": record.get("base_checkpoint"),
-        "training_data": {"source": data, "sha256": record.get("data_sha256"), "split_sizes": record.get("split_sizes")},
-        "training": {k: record.get(k) for k in ("config", "steps", "best_validation_macro_f1", "wall_time_s", "device")},
+        "training_data": {
+            "source": data,
+            "sha256": record.get("data_sha256"),
+            "split_sizes": record.get("split_sizes"),
+        },
+        "training": {
+            k: record.get(k)
+            for k in ("config", "steps", "best_validation_macro_f1", "wall_time_s", "device")
+        },
     }
     write_manifest(out_dir, meta)  # the runtime classifier reads it during evaluation
     test = split(load(data), seed=int(cfg.get("seed", 13))).test
     texts, labels = [r.text for r in test], [r.label_id for r in test]
     checked = {k: v for k, v in paths.items() if not (validate_cpu_variants_only and k == "fp16")}
     bar.set_postfix(stage="validate")
-    report = validate(torch_logits_fn(model), checked, tokenizer, texts, labels, max_seq_len=max_seq_len)
+    report = validate(
+        torch_logits_fn(model), checked, tokenizer, texts, labels, max_seq_len=max_seq_len
+    )
     bar.update(1)
     meta["validation"] = asdict(report)
     bar.set_postfix(stage="evaluate")
@@ -120,19 +139,37 @@ def _model_version(record: dict[str, Any]) -> str:
     return f"portrait-sentiment-minilm-l6-{digest}-s{record.get('steps', 0)}"
 
 
-def _evaluate_graphs(out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]) -> dict[str, Any]:
+def _evaluate_graphs(
+    out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]
+) -> dict[str, Any]:
     """Test-split report of each graph through the worker's own classifier runtime."""
     from models.evaluate import model_logits, report_for
     from models.metrics import softmax
 
     reports = {}
     for name in graphs:
-        report = report_for(softmax(model_logits(out_dir, texts, variant=name, progress=False)), test)
-        reports[name] = {k: report[k] for k in ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "confidence_1", "confidence_below_1") if k in report}
+        report = report_for(
+            softmax(model_logits(out_dir, texts, variant=name, progress=False)), test
+        )
+        reports[name] = {
+            k: report[k]
+            for k in (
+                "accuracy",
+                "macro_f1",
+                "ece",
+                "per_class",
+                "confusion_matrix",
+                "confidence_1",
+                "confidence_below_1",
+            )
+            if k in report
+        }
     return reports
 
 
-def ship(export_dir: Path, artifact_dir: Path = ARTIFACT_DIR, variants: tuple[str, ...] = ("int8",)) -> dict[str, Any]:
+def ship(
+    export_dir: Path, artifact_dir: Path = ARTIFACT_DIR, variants: tuple[str, ...] = ("int8",)
+) -> dict[str, Any]:
     """Copy the chosen graphs and the tokenizer into ``artifact_dir`` with a manifest of just those.
 
     Returns:
@@ -145,6 +182,12 @@ def ship(export_dir: Path, artifact_dir: Path = ARTIFACT_DIR, variants: tuple[st
     for name in variants:
         shutil.copy2(export_dir / VARIANT_FILES[name], artifact_dir / VARIANT_FILES[name])
     shutil.copy2(export_dir / "tokenizer.json", artifact_dir / "tokenizer.json")
-    meta = {k: v for k, v in meta.items() if k not in {"files", "sizes_bytes", "variants", "default_variant"}}
-    meta["evaluation"] = {k: v for k, v in meta.get("evaluation", {}).items() if k in variants or k == "fp32"}
+    meta = {
+        k: v
+        for k, v in meta.items()
+        if k not in {"files", "sizes_bytes", "variants", "default_variant"}
+    }
+    meta["evaluation"] = {
+        k: v for k, v in meta.get("evaluation", {}).items() if k in variants or k == "fp32"
+    }
     return write_manifest(artifact_dir, meta)

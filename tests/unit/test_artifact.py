@@ -46,8 +46,12 @@ def test_committed_graph_reproduces_the_manifest_macro_f1() -> None:
     from models.metrics import softmax
 
     manifest = read_manifest(ARTIFACT)
-    test = split(load(manifest["training_data"]["source"]), seed=manifest["training"]["config"]["seed"]).test
+    test = split(
+        load(manifest["training_data"]["source"]), seed=manifest["training"]["config"]["seed"]
+    ).test
     logits = model_logits(ARTIFACT, [r.text for r in test], variant="int8", progress=False)
     report = report_for(softmax(logits), test)
-    assert report["macro_f1"] == pytest.approx(manifest["evaluation"]["int8"]["macro_f1"], abs=0.005)
+    assert report["macro_f1"] == pytest.approx(
+        manifest["evaluation"]["int8"]["macro_f1"], abs=0.005
+    )
     print(json.dumps({"macro_f1": report["macro_f1"], "accuracy": report["accuracy"]}))

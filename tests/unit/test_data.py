@@ -41,7 +41,9 @@ def test_user_csv_and_jsonl(tmp_path: Path) -> None:
     csv_path = tmp_path / "mine.csv"
     csv_path.write_text("text,label\nlove it,pos\nhate it,0\nfine,neutral\n")
     jsonl = tmp_path / "mine.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [{"text": "x", "label": "2", "lang": "de"}]) + "\n")
+    jsonl.write_text(
+        "\n".join(json.dumps(r) for r in [{"text": "x", "label": "2", "lang": "de"}]) + "\n"
+    )
     assert [r.label for r in load_table(csv_path)] == ["positive", "negative", "neutral"]
     (row,) = load_table(jsonl)
     assert (row.label, row.lang, row.source) == ("positive", "de", "mine.jsonl")
@@ -83,7 +85,9 @@ def test_classification_report_against_hand_computed_values() -> None:
     report = classification_report([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0])
     assert report["accuracy"] == pytest.approx(4 / 6)
     per = report["per_class"]
-    assert per["negative"]["precision"] == pytest.approx(1 / 2) and per["negative"]["recall"] == pytest.approx(1 / 2)
+    assert per["negative"]["precision"] == pytest.approx(1 / 2) and per["negative"][
+        "recall"
+    ] == pytest.approx(1 / 2)
     assert per["neutral"]["f1"] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
     assert per["positive"]["f1"] == pytest.approx(2 * 1 * 0.5 / 1.5)
     assert report["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]

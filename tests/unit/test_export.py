@@ -37,7 +37,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, dict
     out = tmp_path_factory.mktemp("tiny-export")
     raw = export_fp32(model, out / "raw.onnx")
     fp32 = optimise(raw, out / "model.fp32.onnx", num_heads=4, hidden_size=32)
-    graphs = {"fp32": fp32, "fp32-unoptimised": raw, "int8": quantise_int8(fp32, out / "model.int8.onnx")}
+    graphs = {
+        "fp32": fp32,
+        "fp32-unoptimised": raw,
+        "int8": quantise_int8(fp32, out / "model.int8.onnx"),
+    }
     graphs["fp16"] = to_fp16(fp32, out / "model.fp16.onnx")
     return model, tokenizer, graphs
 
@@ -76,7 +80,14 @@ def test_a_wrong_graph_fails_with_every_case_listed(tiny, tmp_path: Path) -> Non
     other = transformers.BertForSequenceClassification(model.config).eval()
     wrong = export_fp32(other, tmp_path / "other.onnx")
     with pytest.raises(ParityError) as info:
-        validate(torch_logits_fn(model), {"fp32": wrong}, tokenizer, TEXTS, [0] * len(TEXTS), max_seq_len=64)
+        validate(
+            torch_logits_fn(model),
+            {"fp32": wrong},
+            tokenizer,
+            TEXTS,
+            [0] * len(TEXTS),
+            max_seq_len=64,
+        )
     failing = "\n".join(info.value.failures)
     for batch_size, seq_len in SHAPES:
         assert f"shape ({batch_size},{seq_len})" in failing
@@ -89,7 +100,10 @@ def test_graph_has_named_dynamic_axes(tiny) -> None:  # type: ignore[no-untyped-
     _, _, graphs = tiny
     graph = onnx.load(str(graphs["fp32"])).graph
     dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in graph.input}
-    assert dims == {name: ["batch_size", "sequence_length"] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    assert dims == {
+        name: ["batch_size", "sequence_length"]
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    }
     assert [o.name for o in graph.output] == ["logits"]
 
 
