@@ -170,6 +170,10 @@ def predict_logits(
 
 def _class_weights(rows: Sequence[LabelledComment], power: float) -> torch.Tensor:
     counts = np.bincount([r.label_id for r in rows], minlength=len(LABELS)).astype(np.float64)
+    for label, n in zip(LABELS, counts, strict=True):
+        if n == 0:
+            logger.warning("no training rows labelled %s; the model will rarely predict it", label)
+    counts = np.maximum(counts, 1.0)
     return torch.tensor((counts.max() / counts) ** power, dtype=torch.float32)
 
 
@@ -254,9 +258,9 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", best_val_f1=f"{best_f1:.4f}")
-            out_of_time = (cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60) or (
-                cfg.max_steps and step >= cfg.max_steps
-            )
+            out_of_time = (
+                cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
+            ) or (cfg.max_steps and step >= cfg.max_steps)
             if step % eval_every == 0 or step >= total_steps or out_of_time:
                 report = _validate(model, tokenizer, parts.validation, cfg, device)
                 report.update(
