@@ -1,13 +1,16 @@
-"""The faust topology: source topics, the profile table, the two agents, the output topics.
+"""The faust topology: source topics, the profile table, the three agents, the output topics.
 
 ::
 
     comments.v1 (raw bytes) --> comments agent: micro-batch -> decode -> classify -> apply --+
     behavior.v1 (raw bytes) --> behaviour agent: micro-batch -> decode -> apply -------------+
+    erasure.v1 (raw bytes) ---> erasure agent: decode -> delete profile -> tombstone --------+
                                                                                             |
         profiles table (rocksdb://, changelog <app_id>-profiles-changelog) <----------------+
         profile-updates.v1 (key = user id, at most one per user per micro-batch) <-----------+
         portrait-dlq.v1 (original key/value bytes + portrait.* headers) <--------------------+
+
+All three source topics are co-partitioned with the table (same partition count, key = user id).
 
 The agents are thin glue: the work is :class:`stream.processing.BatchProcessor`.
 
@@ -39,11 +42,15 @@ from stream.batching import MicroBatch, micro_batches
 from stream.classifier import Classifier, SentimentClassifier
 from stream.errors import ConfigError
 from stream.metrics import Metrics
+from stream.privacy import Pseudonymiser
 from stream.processing import BatchProcessor, BatchResult, SourceRecord
 from stream.settings import BatchSettings, KafkaSettings, Settings
 
 __all__ = [
+    "ERASURE_LEDGER_NAME",
+    "LAG_INTERVAL_S",
     "TABLE_NAME",
+    "TableErasureLedger",
     "TableProfileStore",
     "TopicSink",
     "changelog_topic_name",
@@ -55,8 +62,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+LAG_INTERVAL_S = 5.0
+"""Seconds between updates of ``portrait_consumer_lag_events``."""
+
 TABLE_NAME = "profiles"
 """Name of the profile table; its changelog topic is ``<app_id>-profiles-changelog``."""
+
+ERASURE_LEDGER_NAME = "erasures"
+"""Name of the erasure-ledger table (changelog ``<app_id>-erasures-changelog``)."""
 
 
 def changelog_topic_name(app_id: str) -> str:
@@ -102,6 +115,36 @@ class TableProfileStore:
         with _bound_to(record.handle):
             self._table[user_id.encode("utf-8")] = state
 
+    def delete(self, user_id: str, record: SourceRecord) -> None:
+        """Delete ``user_id`` (RocksDB now, changelog tombstone enqueued), present or not."""
+        with _bound_to(record.handle):
+            del self._table[user_id.encode("utf-8")]
+
+
+class TableErasureLedger:
+    """:class:`stream.processing.ErasureLedger` on a faust table keyed by request id bytes.
+
+    Co-partitioned like the profile table (the request's partition is the user's), so a request
+    is checked and recorded in the partition whose worker carries it out. Values hold the
+    request's source offset only, no user id; one entry per erasure ever requested.
+
+    Args:
+        table: The faust table.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def contains(self, request_id: str, record: SourceRecord) -> bool:
+        """Whether the request was carried out already."""
+        with _bound_to(record.handle):
+            return request_id.encode("utf-8") in self._table
+
+    def add(self, request_id: str, record: SourceRecord) -> None:
+        """Record the request as carried out (RocksDB now, changelog record enqueued)."""
+        with _bound_to(record.handle):
+            self._table[request_id.encode("utf-8")] = {"offset": record.offset}
+
 
 class TopicSink:
     """:class:`stream.processing.Sink` on two raw-bytes faust topics (``send_soon``: in order).
@@ -118,6 +161,11 @@ class TopicSink:
     def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
         """Enqueue a profile update keyed by ``user_id``; await it for the broker's confirmation."""
         fut: Awaitable[object] = self._updates.send_soon(key=user_id.encode("utf-8"), value=value)
+        return fut
+
+    def send_tombstone(self, user_id: str) -> Awaitable[object]:
+        """Enqueue a null-value record keyed by ``user_id`` on the profile-update topic."""
+        fut: Awaitable[object] = self._updates.send_soon(key=user_id.encode("utf-8"), value=None)
         return fut
 
     def send_dead_letter(
@@ -233,7 +281,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     executor: Executor | None = None,
 ) -> faust.App:
-    """Build the Portrait faust app: topics, the profile table and the two agents.
+    """Build the Portrait faust app: topics, the profile table and the three agents.
 
     Args:
         settings: All settings (bootstrap servers are required).
@@ -256,7 +304,8 @@ def create_app(
         classifier = SentimentClassifier.load(model.path, model.device, model.intra_op_threads)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     device = getattr(classifier, "device", "cuda" if "CUDA" in classifier.provider else "cpu")
-    metrics.set_model_info(classifier.model_version, classifier.provider, device)
+    metrics.set_model_info(classifier.model_version, classifier.provider, device,
+                           requested_device=settings.model.device)  # fmt: skip
     topics = settings.topics
     app = faust.App(
         settings.app_id,
@@ -283,8 +332,11 @@ def create_app(
     behavior = _raw_topic(app, topics.behavior, topics.partitions)
     updates = _raw_topic(app, topics.profile_updates, topics.partitions)
     dead_letter = _raw_topic(app, topics.dead_letter, topics.partitions)
+    erasure = _raw_topic(app, topics.erasure, topics.partitions)
     table = app.Table(TABLE_NAME, partitions=topics.partitions, key_type=bytes,
                       help="Profile.to_dict() per user id")  # fmt: skip
+    ledger = app.Table(ERASURE_LEDGER_NAME, partitions=topics.partitions, key_type=bytes,
+                       help="erasure requests carried out, by request id")  # fmt: skip
     if executor is None:
         executor = _owned_executor(app)
     processor = BatchProcessor(
@@ -293,6 +345,8 @@ def create_app(
         model_version=classifier.model_version, classifier=classifier,
         executor=executor,
         log_user_ids=settings.log_user_ids,
+        pseudonymise=Pseudonymiser(settings.pseudonymisation),
+        ledger=TableErasureLedger(ledger),
     )  # fmt: skip
 
     async def comment_agent(stream: Any) -> None:
@@ -307,6 +361,19 @@ def create_app(
     app.agent(behavior, name="portrait.behavior", supervisor_strategy=CrashingSupervisor)(
         behavior_agent
     )
+
+    async def erasure_agent(stream: Any) -> None:
+        await consume_in_batches(stream, processor.process_erasures, settings.batch)
+
+    app.agent(erasure, name="portrait.erasure", supervisor_strategy=CrashingSupervisor)(
+        erasure_agent
+    )
+
+    async def measure_lag() -> None:  # offsets faust's monitor already tracks: no broker request
+        metrics.set_consumer_lag(app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets,
+                                 (topics.comments, topics.behavior))  # fmt: skip
+
+    app.timer(interval=LAG_INTERVAL_S, name="portrait.consumer_lag")(measure_lag)
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "
         "max_batch_size=%d max_wait_s=%s",

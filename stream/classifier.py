@@ -158,6 +158,15 @@ class SentimentClassifier:
         )  # fmt: skip
         return model
 
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session, for benchmarks that time the graph alone (``portrait bench``).
+
+        Calling ``session.run`` directly skips the checks of :meth:`predict_logits` (empty batch,
+        output shape); the worker never does.
+        """
+        return self._session
+
     def encode(self, texts: Sequence[str]) -> dict[str, NDArray[np.int64]]:
         """Tokenize a batch: truncation to ``max_seq_len``, padding to the longest in the batch.
 

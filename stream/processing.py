@@ -24,6 +24,15 @@ Per micro-batch, in this order:
 A user is "touched" when at least one of their events in the batch was applied *or* was a duplicate:
 after a crash between the table write and the acknowledgement, the redelivered batch rewrites the
 profile (so the changelog has it) and re-emits its update with the same ``version``.
+
+With pseudonymisation on, every decoded event's ``user_id`` (after the key check, which compares
+the raw id) is replaced by its pseudonym (:class:`stream.privacy.Pseudonymiser`), so the table, the
+profile updates and the log lines only ever see pseudonyms.
+
+Erasure requests (``erasure.v1``, :meth:`BatchProcessor.process_erasures`) are decoded and checked
+the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
+tombstone on ``profile-updates.v1`` without an ``await`` in between, so no micro-batch of the other
+agents interleaves; the user's next event starts a new profile.
 """
 
 from __future__ import annotations
@@ -44,10 +53,12 @@ from stream.events import (
     HEADER_ERROR_REASON,
     BehaviorEvent,
     CommentEvent,
+    ErasureRequest,
     ProfileUpdate,
     dead_letter_headers,
     decode_behavior,
     decode_comment,
+    decode_erasure,
 )
 from stream.inference import InferenceRunner, RetryPolicy
 from stream.metrics import Metrics
@@ -59,6 +70,7 @@ __all__ = [
     "KEY_MISMATCH",
     "BatchProcessor",
     "BatchResult",
+    "ErasureLedger",
     "ProfileStore",
     "Sink",
     "SourceRecord",
@@ -76,7 +88,7 @@ INFERENCE_FAILED = "inference_failed"
 
 _PORTRAIT_HEADER_PREFIX = "portrait."
 _DEFAULT_RETRY = RetryPolicy()
-E = TypeVar("E", CommentEvent, BehaviorEvent)
+E = TypeVar("E", CommentEvent, BehaviorEvent, ErasureRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +127,25 @@ class ProfileStore(Protocol):
         """Store ``state`` for ``user_id``; ``record`` is the user's last event in the batch."""
         ...
 
+    def delete(self, user_id: str, record: SourceRecord) -> None:
+        """Delete ``user_id``'s state (a no-op when there is none); ``record``: the erasure."""
+        ...
+
+
+class ErasureLedger(Protocol):
+    """The erasure requests carried out (by ``request_id``; no user id), co-partitioned."""
+
+    def contains(self, request_id: str, record: SourceRecord) -> bool:
+        """Whether the request was carried out; ``record``: the request's record."""
+        ...
+
+    def add(self, request_id: str, record: SourceRecord) -> None:
+        """Remember the request as carried out."""
+        ...
+
 
 class Sink(Protocol):
-    """The output topics. Both methods enqueue at once, in call order, and return an awaitable
+    """The output topics. Every method enqueues at once, in call order, and returns an awaitable
     that completes when the broker has confirmed the record (or raises if it cannot be written)."""
 
     def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
@@ -128,6 +156,10 @@ class Sink(Protocol):
         self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]
     ) -> Awaitable[object]:
         """Enqueue a dead-letter record with ``record``'s original key and value bytes."""
+        ...
+
+    def send_tombstone(self, user_id: str) -> Awaitable[object]:
+        """Enqueue a ``profile-updates.v1`` record keyed by ``user_id`` with a null value."""
         ...
 
 
@@ -155,7 +187,7 @@ class _Item:
     """One record's way through the batch: an event to apply, or an error to dead-letter."""
 
     record: SourceRecord
-    event: CommentEvent | BehaviorEvent | None = None
+    event: CommentEvent | BehaviorEvent | ErasureRequest | None = None
     error: EventError | InferenceError | None = None
     probabilities: tuple[float, float, float] | None = None
 
@@ -223,6 +255,9 @@ class BatchProcessor:
         retry: Retries of a failing inference call.
         log_user_ids: Whether user ids may appear in log lines.
         clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
+        pseudonymise: Maps a user id to the id stored and emitted (a
+            :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
+        ledger: The erasure requests carried out (required for :meth:`process_erasures`).
 
     Raises:
         ValueError: ``retry.attempts`` < 1.
@@ -241,6 +276,8 @@ class BatchProcessor:
         retry: RetryPolicy = _DEFAULT_RETRY,
         log_user_ids: bool = False,
         clock: Callable[[], datetime] = _utc_now,
+        pseudonymise: Callable[[str], str] | None = None,
+        ledger: ErasureLedger | None = None,
     ) -> None:
         self._settings = profile_settings
         self._store = store
@@ -254,6 +291,8 @@ class BatchProcessor:
         )
         self._log_user_ids = log_user_ids
         self._clock = clock
+        self._pseudonymise = pseudonymise
+        self._ledger = ledger
 
     async def process_comments(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
         """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
@@ -299,6 +338,51 @@ class BatchProcessor:
         self._metrics.batch_wait_seconds.observe(batch.wait_s)
         return await self._apply_and_emit(self._decode(batch.items, decode_behavior))
 
+    async def process_erasures(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Carry out one micro-batch of ``erasure.v1`` requests, in order.
+
+        A new request deletes the user's profile and enqueues a tombstone for the user on the
+        profile-update topic (no ``await`` in between); once the broker confirmed the tombstones,
+        the requests are written to the ledger, so a redelivered request (crash before the commit)
+        is skipped instead of erasing the user's newer events. Invalid ones are dead-lettered.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did: ``applied`` = erasures carried out (= ``updates``, tombstones
+            sent), ``duplicates`` = requests the ledger had already.
+
+        Raises:
+            RuntimeError: No erasure ledger was given.
+            Exception: A dead-letter record or tombstone the broker did not accept: the batch must
+                not be acknowledged (it will be delivered again).
+        """
+        if self._ledger is None:
+            raise RuntimeError("process_erasures needs an erasure ledger")
+        items = self._decode(batch.items, decode_erasure)
+        deliveries: list[Awaitable[object]] = []
+        done: list[tuple[str, SourceRecord]] = []
+        duplicates = 0
+        for item in items:  # no await in this loop: see the module docstring
+            request, record = item.event, item.record
+            if not isinstance(request, ErasureRequest):  # undecodable or invalid
+                deliveries.append(self._dead_letter(item))
+            elif self._ledger.contains(request.request_id, record):
+                duplicates += 1
+            else:
+                self._store.delete(request.user_id, record)
+                deliveries.append(self._sink.send_tombstone(request.user_id))
+                done.append((request.request_id, record))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        for request_id, record in done:
+            self._ledger.add(request_id, record)
+            logger.info("erasure done topic=%s partition=%d offset=%d request_id=%s",
+                        record.topic, record.partition, record.offset, request_id)  # fmt: skip
+        dead = len(items) - len(done) - duplicates
+        return BatchResult(len(items), dead, len(done), duplicates, len(done))
+
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
     ) -> list[_Item]:
@@ -311,6 +395,8 @@ class BatchProcessor:
             except EventError as exc:
                 items.append(_Item(record, error=exc))
             else:
+                if self._pseudonymise is not None:
+                    event = event.model_copy(update={"user_id": self._pseudonymise(event.user_id)})
                 items.append(_Item(record, event=event))
         return items
 
@@ -355,7 +441,7 @@ class BatchProcessor:
                 deliveries.append(self._dead_letter(item))
                 dead += 1
                 continue
-            assert item.event is not None
+            assert isinstance(item.event, CommentEvent | BehaviorEvent)
             user_id = item.event.user_id
             if user_id not in profiles:
                 profiles[user_id] = self._load(user_id, item.record)

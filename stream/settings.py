@@ -39,6 +39,7 @@ __all__ = [
     "KafkaSettings",
     "ModelSettings",
     "ProfileSettings",
+    "PseudonymisationSettings",
     "Settings",
     "TopicSettings",
     "env_name",
@@ -53,7 +54,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifac
 
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"  # Kafka's legal topic-name characters and length
 _HOST_PORT = re.compile(r"^[^\s:,]+:(\d{1,5})$|^\[[0-9A-Fa-f:.]+\]:(\d{1,5})$")
-_SECRET_FIELDS = frozenset({"sasl_password"})
+_SECRET_FIELDS = frozenset({"sasl_password", "secret"})
+_MIN_SECRET_CHARS = 16
 _BOUNDS = {
     "greater_than": ">",
     "greater_than_equal": ">=",
@@ -199,6 +201,27 @@ class ProfileSettings(_Frozen):
     last_n_comments: int = Field(default=5, ge=0, le=100)
 
 
+class PseudonymisationSettings(_Frozen):
+    """Pseudonymisation of user ids (``PORTRAIT_PSEUDONYMISATION__...``); off by default.
+
+    Attributes:
+        secret: Key of the HMAC-SHA256 that replaces every user id by its 64-character lowercase
+            hex digest before the id reaches the profile table, the logs or the output topics
+            (see :mod:`stream.privacy`); at least 16 characters, never logged or printed.
+            ``None`` (the default) keeps user ids as they are. Changing the secret starts a new
+            profile for every user. The dead-letter topic keeps the original record bytes.
+    """
+
+    secret: SecretStr | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {_MIN_SECRET_CHARS} characters")
+        return value
+
+
 class Settings(BaseSettings):
     """All Portrait settings; env prefix ``PORTRAIT_``, nested delimiter ``__``. Frozen.
 
@@ -214,6 +237,7 @@ class Settings(BaseSettings):
         batch: See :class:`BatchSettings`.
         model: See :class:`ModelSettings`.
         profile: See :class:`ProfileSettings`.
+        pseudonymisation: See :class:`PseudonymisationSettings`.
     """
 
     model_config = SettingsConfigDict(
@@ -230,6 +254,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     model: ModelSettings = ModelSettings()
     profile: ProfileSettings = ProfileSettings()
+    pseudonymisation: PseudonymisationSettings = PseudonymisationSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -7,7 +7,7 @@
    :class:`~stream.errors.DeviceUnavailableError`: CUDA asked for but unusable) and log the
    onnxruntime provider in use.
 3. Wait for the broker, retrying with capped exponential backoff and one log line per attempt.
-4. Create the missing topics (comments, behaviour, profile updates, dead letters) with
+4. Create the missing topics (comments, behaviour, erasure, profile updates, dead letters) with
    ``settings.topics.partitions`` partitions, and check that the source topics and an existing
    changelog have that many (the profile table is co-partitioned with them).
 5. Start the Prometheus endpoint on ``settings.metrics_port`` and run the faust worker in this
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -56,6 +57,19 @@ def _client_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+@contextmanager
+def _client_logs_quiet() -> Iterator[None]:
+    """Silence kafka-python while waiting: it logs several lines per failed connection, and the
+    wait logs one line per attempt instead."""
+    client_logger = logging.getLogger("kafka")
+    level = client_logger.level
+    client_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_logger.setLevel(level)
+
+
 def wait_for_broker_with_backoff(
     settings: Settings,
     *,
@@ -86,7 +100,8 @@ def wait_for_broker_with_backoff(
     while True:
         attempt += 1
         try:
-            wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
+            with _client_logs_quiet():
+                wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
             if attempt > 1:
                 logger.info("broker reachable bootstrap_servers=%s attempt=%d", servers, attempt)
             return attempt
@@ -139,10 +154,12 @@ def ensure_topics(settings: Settings) -> list[str]:
     topics = settings.topics
     created: list[str] = create_topics(
         require_bootstrap_servers(settings),
-        [topics.comments, topics.behavior, topics.profile_updates, topics.dead_letter],
+        [topics.comments, topics.behavior, topics.erasure, topics.profile_updates,
+         topics.dead_letter],
         topics.partitions, topics.replication_factor, **_client_config(settings),
     )  # fmt: skip
-    co_partitioned = [topics.comments, topics.behavior, changelog_topic_name(settings.app_id)]
+    co_partitioned = [topics.comments, topics.behavior, topics.erasure,
+                      changelog_topic_name(settings.app_id)]  # fmt: skip
     counts = _partition_counts(settings, co_partitioned)
     wrong = {name: n for name, n in counts.items() if n != topics.partitions}
     if wrong:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,16 @@ class WorkerProcess:
         settings: the worker's settings (passed as environment variables, nothing else inherited
             from ``PORTRAIT_...``).
         log_path: file for the worker's stdout and stderr.
+        command: the program to run; default :data:`WORKER_COMMAND` (``portrait worker``).
+            ``portrait bench`` passes its stored-predictions worker here.
     """
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, command: Sequence[str] = WORKER_COMMAND
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.command = tuple(command)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -88,7 +94,7 @@ class WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
         env.update(settings_env(self.settings))
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(WORKER_COMMAND, stdout=log, stderr=subprocess.STDOUT,
+            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=env,
                                              start_new_session=True,
                                              preexec_fn=terminate_with_parent)  # fmt: skip

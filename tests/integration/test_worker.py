@@ -324,7 +324,8 @@ def test_worker_profiles_match_offline_computation(
                    reason="key_mismatch") == 1  # fmt: skip
     assert _sample(metrics, "portrait_profile_updates_total") == len(updates)
     assert _sample(metrics, "portrait_model_info", model_version="tiny-random-bert-test",
-                   provider="CPUExecutionProvider", device="cpu") == 1  # fmt: skip
+                   provider="CPUExecutionProvider", device="cpu",
+                   requested_device="cpu") == 1  # fmt: skip
 
 
 def test_restarted_worker_applies_only_new_events(

@@ -17,6 +17,7 @@ REQUIRED = {
     "portrait_predictions_total": "counter",
     "portrait_profile_updates_total": "counter",
     "portrait_model_info": "gauge",
+    "portrait_consumer_lag_events": "gauge",
 }
 
 
@@ -33,7 +34,8 @@ def metrics() -> Metrics:
     m.end_to_end_latency_seconds.observe(0.5)
     m.predictions.labels(label="positive").inc()
     m.profile_updates.inc()
-    m.set_model_info("m1", "CPUExecutionProvider", "cpu")
+    m.set_model_info("m1", "CPUExecutionProvider", "cpu", requested_device="auto")
+    m.set_consumer_lag({("comments.v1", 0): 10}, {("comments.v1", 0): 7}, ["comments.v1"])
     return m
 
 
@@ -80,11 +82,11 @@ def test_no_label_identifies_a_user_item_or_text(metrics: Metrics) -> None:
 
 
 def test_model_info_keeps_only_the_current_model(metrics: Metrics) -> None:
-    metrics.set_model_info("m2", "CUDAExecutionProvider", "cuda")
+    metrics.set_model_info("m2", "CUDAExecutionProvider", "cuda", requested_device="cuda")
     text = generate_latest(metrics.registry).decode()
     assert (
-        'portrait_model_info{device="cuda",model_version="m2",provider="CUDAExecutionProvider"} 1.0'
-        in text
+        'portrait_model_info{device="cuda",model_version="m2",provider="CUDAExecutionProvider",'
+        'requested_device="cuda"} 1.0' in text
     )
     assert 'model_version="m1"' not in text
 
@@ -103,3 +105,17 @@ def test_same_registry_twice_is_an_error() -> None:
 
 def test_port_zero_starts_no_server() -> None:
     assert start_metrics_server(0, CollectorRegistry()) is None
+
+
+def test_consumer_lag_is_end_minus_committed_per_topic(metrics: Metrics) -> None:
+    end = {("c", 0): 100, ("c", 1): 50, ("b", 0): 9, ("other", 0): 7, ("c", 2): 5}
+    committed = {("c", 0): 40, ("c", 1): 50, ("b", 0): 12, ("other", 0): 0}
+
+    lag = metrics.set_consumer_lag(end, committed, ["c", "b", "idle"])
+
+    # ("c", 2) has no committed offset yet; ("b", 0) committed past the end is floored at 0
+    assert lag == {"c": 60, "b": 0, "idle": 0}
+    text = generate_latest(metrics.registry).decode()
+    assert 'portrait_consumer_lag_events{topic="c"} 60.0' in text
+    assert 'portrait_consumer_lag_events{topic="idle"} 0.0' in text
+    assert 'topic="other"' not in text

@@ -1,0 +1,171 @@
+"""Measurements (a) and (b): the model alone and the classifier as the worker calls it.
+
+- (a) model ceiling: onnxruntime ``session.run`` on batches tokenized beforehand (the
+  classifier's own tokenizer, padding to the longest text of each batch, as the worker pads),
+  at the worker's batch size. Only the ``run`` calls are timed.
+- (b) classifier: :meth:`SentimentClassifier.predict_proba` on batches of raw texts, i.e.
+  tokenization + onnxruntime + softmax, the call the worker makes for each micro-batch (the worker
+  makes it on a one-thread executor; here it runs on the calling thread).
+
+Both run once on one batch before timing (onnxruntime allocates its buffers on the first run).
+Throughput is sequences per second of wall time over all batches.
+
+GPU options (``device="cuda"``): ``sort_by_length`` orders the texts by length before cutting
+them into batches, so each batch pads less (the worker does not do this: it keeps Kafka order);
+``io_binding`` (a only) copies each batch to the GPU before timing and binds the output on the GPU
+(``InferenceSession.io_binding``), so the timed loop is the graph alone, without host-device
+copies.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from stream.classifier import SentimentClassifier
+
+__all__ = ["ClassifierRun", "classifier_throughput", "encode_batches", "model_throughput"]
+
+Batch = dict[str, NDArray[np.int64]]
+
+
+@dataclass(frozen=True)
+class ClassifierRun:
+    """One (b) measurement.
+
+    Attributes:
+        sequences_per_s: Texts classified per second of wall time.
+        median_batch_s: Median seconds of one ``predict_proba`` call.
+        batch_size: Texts per call (the last batch may be smaller).
+    """
+
+    sequences_per_s: float
+    median_batch_s: float
+    batch_size: int
+
+
+def _chunks(texts: Sequence[str], batch_size: int, sort_by_length: bool) -> list[list[str]]:
+    if batch_size < 1 or not texts:
+        raise ValueError("need at least one text and batch_size >= 1")
+    ordered = sorted(texts, key=len) if sort_by_length else list(texts)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def encode_batches(
+    classifier: SentimentClassifier,
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    sort_by_length: bool = False,
+) -> list[Batch]:
+    """Tokenize ``texts`` into batches the way the worker does, for (a).
+
+    Args:
+        classifier: The loaded model (its tokenizer and ``max_seq_len``).
+        texts: The texts, at least one.
+        batch_size: Texts per batch (the last batch may be smaller).
+        sort_by_length: Order texts by length (characters) first, to cut padding.
+
+    Returns:
+        Per batch: ``input_ids``, ``attention_mask``, ``token_type_ids`` (those the graph takes),
+        int64, shape (batch_size, sequence_length), padded to the longest in the batch.
+
+    Raises:
+        ValueError: ``texts`` is empty or ``batch_size`` < 1.
+    """
+    return [classifier.encode(chunk) for chunk in _chunks(texts, batch_size, sort_by_length)]
+
+
+def model_throughput(
+    classifier: SentimentClassifier, batches: Sequence[Batch], *, io_binding: bool = False
+) -> float:
+    """(a) Sequences per second of ``session.run`` over pre-tokenized batches.
+
+    Args:
+        classifier: The loaded model; its onnxruntime session is timed.
+        batches: From :func:`encode_batches`, at least one.
+        io_binding: Bind inputs (copied to the device beforehand) and the output on the device
+            (CUDA); False runs ``session.run`` on numpy arrays as the worker does.
+
+    Returns:
+        Sequences per second.
+
+    Raises:
+        ValueError: ``batches`` is empty.
+    """
+    if not batches:
+        raise ValueError("need at least one batch")
+    session = classifier.session
+    output = session.get_outputs()[0].name
+    if io_binding:
+        return _io_binding_throughput(session, output, batches, classifier.device)
+    session.run([output], dict(batches[0]))
+    sequences = sum(len(b["input_ids"]) for b in batches)
+    start = time.perf_counter()
+    for feeds in batches:
+        session.run([output], dict(feeds))
+    return sequences / (time.perf_counter() - start)
+
+
+def _io_binding_throughput(
+    session: Any, output: str, batches: Sequence[Batch], device: str
+) -> float:
+    """Timed loop with inputs already on ``device`` and the output bound there."""
+    import onnxruntime as ort
+
+    kind = "cuda" if device == "cuda" else "cpu"
+    bindings = []
+    for feeds in batches:
+        binding = session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, kind, 0))
+        binding.bind_output(output, kind)
+        bindings.append(binding)
+    session.run_with_iobinding(bindings[0])
+    bindings[0].synchronize_outputs()
+    sequences = sum(len(b["input_ids"]) for b in batches)
+    start = time.perf_counter()
+    for binding in bindings:
+        session.run_with_iobinding(binding)
+    bindings[-1].synchronize_outputs()
+    return sequences / (time.perf_counter() - start)
+
+
+def classifier_throughput(
+    classifier: SentimentClassifier,
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    sort_by_length: bool = False,
+) -> ClassifierRun:
+    """(b) ``predict_proba`` on ``texts`` in batches of ``batch_size``.
+
+    Args:
+        classifier: The loaded model.
+        texts: Raw comment texts, at least one.
+        batch_size: Texts per call.
+        sort_by_length: Order texts by length first (GPU option; the worker keeps Kafka order).
+
+    Returns:
+        The :class:`ClassifierRun`.
+
+    Raises:
+        ValueError: ``texts`` is empty or ``batch_size`` < 1.
+        InferenceError: onnxruntime failed on a batch.
+    """
+    chunks = _chunks(texts, batch_size, sort_by_length)
+    classifier.predict_proba(chunks[0])
+    durations = []
+    start = time.perf_counter()
+    for chunk in chunks:
+        began = time.perf_counter()
+        classifier.predict_proba(chunk)
+        durations.append(time.perf_counter() - began)
+    elapsed = time.perf_counter() - start
+    return ClassifierRun(len(texts) / elapsed, statistics.median(durations), batch_size)
