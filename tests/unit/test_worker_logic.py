@@ -372,7 +372,7 @@ def test_updates_of_one_user_leave_in_version_order_across_both_agents() -> None
 def test_logs_carry_no_comment_text_and_no_user_id_by_default(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="stream")  # a CLI test may have set it to INFO
     processor, *_ = make(FakeClassifier(fail_times=1))
     batch = records(COMMENTS, [(b"user-42", comment("e1", "user-42", SECRET_TEXT, 0)),
                                (b"user-42", b"{broken " + SECRET_TEXT.encode())])  # fmt: skip
@@ -383,7 +383,7 @@ def test_logs_carry_no_comment_text_and_no_user_id_by_default(
 
 
 def test_user_ids_are_logged_only_when_allowed(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="stream")
     processor, *_ = make(log_user_ids=True)
     batch = records(COMMENTS, [(b"user-42", comment("e1", "user-42", SECRET_TEXT, 0))])
     run(processor.process_comments(MicroBatch(batch, 0.0)))
