@@ -47,6 +47,13 @@ text whose first ``max_seq_len`` tokens are spread over more characters than tha
 whitespace or control characters); it bounds the tokenizer's work on huge texts (a 900 kB comment).
 """
 
+_SUB_BATCH_LENGTH_RATIO = 1.5
+"""A sub-batch of :meth:`SentimentClassifier.predict_logits` takes a row at most this many times
+as long (tokens) as its shortest row, once it has ``_SUB_BATCH_MIN_ROWS`` rows."""
+
+_SUB_BATCH_MIN_ROWS = 8
+"""Rows a sub-batch reaches before a length jump can start the next one (see ``_sub_batches``)."""
+
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -183,6 +190,17 @@ class SentimentClassifier:
         Raises:
             TypeError: An item of ``texts`` is not a ``str``.
         """
+        return self._encode(texts)[0]
+
+    def _encode(
+        self, texts: Sequence[str]
+    ) -> tuple[dict[str, NDArray[np.int64]], NDArray[np.int64]]:
+        """:meth:`encode`'s arrays, and each text's token count: int64, shape (batch_size,).
+
+        The token count includes ``[CLS]`` and ``[SEP]`` and excludes padding, which the
+        tokenizer puts on the right (``_load_tokenizer``), so a row's first ``count`` columns are
+        all its tokens.
+        """
         limit = self.max_seq_len * CHARS_PER_TOKEN_LIMIT
         clean = []
         for text in texts:
@@ -195,33 +213,79 @@ class SentimentClassifier:
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        return {name: arrays[name] for name in self._input_names}
+        lengths = arrays["attention_mask"].sum(axis=1)
+        return {name: arrays[name] for name in self._input_names}, lengths
 
     def predict_logits(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Logits for a batch of texts, in input order (see :meth:`predict_proba` for inputs).
 
+        The batch is tokenized once, its rows are sorted by token count and onnxruntime runs on
+        length-homogeneous sub-batches, each cut to its own longest row, so short texts are not
+        padded to the batch's longest. The sub-batch rule (:func:`_sub_batches`): walking the
+        sorted rows, a new sub-batch starts when the next row is more than
+        ``_SUB_BATCH_LENGTH_RATIO`` times as long as the current sub-batch's shortest row and the
+        current sub-batch already has ``_SUB_BATCH_MIN_ROWS`` rows. The logits are written back
+        in input order. With the attention mask a row's logits do not depend on the other rows
+        or on padding, up to float rounding (fp32); int8 graphs with dynamic quantisation
+        quantise activations per tensor, so their logits move slightly with batch composition,
+        as they did with one padded batch.
+
         Returns:
-            float32 logits, shape (batch_size, num_labels); shape (0, num_labels) for an empty
-            batch, without calling onnxruntime (one fused int8 graph crashes the process on it).
+            float32 logits, shape (batch_size, num_labels), in input order; shape
+            (0, num_labels) for an empty batch, without calling onnxruntime (one fused int8
+            graph crashes the process on it).
 
         Raises:
             TypeError: An item of ``texts`` is not a ``str``.
-            InferenceError: onnxruntime failed on the batch.
+            InferenceError: onnxruntime failed on a sub-batch, or returned logits of the wrong
+                shape.
         """
+        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for rows, sub_batch in self._plan(texts):
+            logits[rows] = self._run(sub_batch, len(texts))
+        return logits
+
+    def sub_batches(self, texts: Sequence[str]) -> list[dict[str, NDArray[np.int64]]]:
+        """The inputs :meth:`predict_logits` gives onnxruntime for ``texts``, one per sub-batch.
+
+        For measuring the graph alone on exactly the calls the worker makes (``portrait bench``
+        (a)). Each dict maps the graph's input names to int64 arrays of shape
+        (rows, sequence_length); ``[]`` for no texts.
+
+        Raises:
+            TypeError: An item of ``texts`` is not a ``str``.
+        """
+        return [feeds for _, feeds in self._plan(texts)]
+
+    def _plan(
+        self, texts: Sequence[str]
+    ) -> list[tuple[NDArray[np.intp], dict[str, NDArray[np.int64]]]]:
+        """Tokenize once; per sub-batch, its row indexes in ``texts`` and its cut-down inputs."""
         if len(texts) == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        feeds = self.encode(texts)
+            return []
+        feeds, lengths = self._encode(texts)
+        order = np.argsort(lengths, kind="stable")
+        plan = []
+        for start, stop in _sub_batches(lengths[order]):
+            rows = order[start:stop]
+            width = int(lengths[rows[-1]])  # the longest: rows are sorted by length
+            plan.append((rows, {name: array[rows, :width] for name, array in feeds.items()}))
+        return plan
+
+    def _run(self, feeds: dict[str, NDArray[np.int64]], batch_size: int) -> NDArray[np.float32]:
+        """onnxruntime on one sub-batch; float32 logits, shape (rows, num_labels)."""
+        rows, width = feeds["input_ids"].shape
         try:
             outputs = self._session.run([self._output_name], feeds)
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             raise InferenceError(
-                f"onnxruntime failed on a batch of {len(texts)} texts "
-                f"(sequence_length {feeds['input_ids'].shape[1]}): {type(exc).__name__}"
+                f"onnxruntime failed on a batch of {batch_size} texts (sub-batch of {rows} rows, "
+                f"sequence_length {width}): {type(exc).__name__}"
             ) from exc
         logits = np.asarray(outputs[0], dtype=np.float32)
-        if logits.shape != (len(texts), len(self.labels)):
+        if logits.shape != (rows, len(self.labels)):
             raise InferenceError(
-                f"logits shape {logits.shape}, expected ({len(texts)}, {len(self.labels)})"
+                f"logits shape {logits.shape}, expected ({rows}, {len(self.labels)})"
             )
         return logits
 
@@ -244,6 +308,34 @@ class SentimentClassifier:
         if len(logits) == 0:
             return logits
         return _softmax(logits.astype(np.float64)).astype(np.float32)
+
+
+def _sub_batches(sorted_lengths: NDArray[np.int64]) -> list[tuple[int, int]]:
+    """Cut rows sorted by token count into length-homogeneous sub-batches.
+
+    A new sub-batch starts at row ``i`` when ``sorted_lengths[i]`` exceeds
+    ``_SUB_BATCH_LENGTH_RATIO`` times the current sub-batch's first (shortest) length and the
+    current sub-batch has at least ``_SUB_BATCH_MIN_ROWS`` rows. So each row is padded to at
+    most ``_SUB_BATCH_LENGTH_RATIO`` times its own token count, except in a sub-batch that the
+    minimum keeps whole; the minimum bounds the number of onnxruntime calls and keeps their
+    matrix products from getting too small to run efficiently.
+
+    Args:
+        sorted_lengths: Token counts in ascending order: int64, shape (batch_size,), at least
+            one row.
+
+    Returns:
+        ``(start, stop)`` row ranges that cover ``0 .. batch_size`` in order, none empty.
+    """
+    bounds = []
+    start = 0
+    for i in range(1, len(sorted_lengths)):
+        long_enough = i - start >= _SUB_BATCH_MIN_ROWS
+        if long_enough and sorted_lengths[i] > _SUB_BATCH_LENGTH_RATIO * sorted_lengths[start]:
+            bounds.append((start, i))
+            start = i
+    bounds.append((start, len(sorted_lengths)))
+    return bounds
 
 
 def _softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -327,7 +419,8 @@ def _load_tokenizer(model_dir: Path, manifest: _Manifest) -> Tokenizer:
 
 
 def _pick_variant(model_dir: Path, manifest: _Manifest, cuda: bool, wanted: str | None) -> str:
-    """``wanted`` if given, else the manifest's default variant for the device if listed, else ``fp32``."""
+    """``wanted`` if given, else the manifest's default variant for the device if listed, else
+    ``fp32``."""
     if wanted is not None and wanted not in manifest.variants:
         raise ModelLoadError(
             f"variant {wanted!r} is not in manifest.json (it lists {sorted(manifest.variants)})",

@@ -56,6 +56,21 @@ def _spread(spread: dict[str, Any], digits: int = 0) -> str:
             f"{spread['max']:.{digits}f}]")  # fmt: skip
 
 
+def _measure_row(label: str, spread: dict[str, Any], unit: str, detail: str) -> str:
+    """One throughput row: ``  (a) model ceiling  <median [min .. max]> <unit>  (<detail>)``."""
+    return f"  {label:<19}{_spread(spread)} {unit}  ({detail})"
+
+
+def _sweep_row(label: str, values: dict[str, float]) -> str:
+    """One batch-size sweep row: the label, then each size's figure right-aligned in 6 columns."""
+    return f"  {label:<22}" + "  ".join(f"{v:6.0f}" for v in values.values())
+
+
+def _percentiles(latency_s: dict[str, float], keys: tuple[str, ...], sep: str) -> str:
+    """Latency percentiles in seconds, e.g. ``p50 0.050 s  p99 0.090 s`` (``sep`` between them)."""
+    return sep.join(f"{key} {latency_s[key]:.3f} s" for key in keys)
+
+
 def _throughput_lines(results: dict[str, Any]) -> list[str]:
     t = results.get("throughput")
     if not t:
@@ -63,13 +78,14 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
     worker = t["worker"]
     lines = [f"throughput (median [min .. max] of {len(t['c']['values'])} runs, "
              f"{t['events_per_run']} events per run)",
-             f"  (a) model ceiling  {_spread(t['a'])} sequences/s  (onnxruntime on pre-tokenized "
-             f"batches of {worker['max_batch_size']}, {t['a_threads']} thread(s))",
-             f"  (b) classifier     {_spread(t['b'])} sequences/s  (tokenization + inference)",
-             f"  (c) pipeline       {_spread(t['c'])} events/s  (real broker + worker, "
-             f"batch {worker['max_batch_size']}, max_wait_s {worker['max_wait_s']}, "
-             f"{worker['intra_op_threads']} thread(s))",
-             f"  (d) baseline       {_spread(t['d'])} events/s  ({t['baseline_is']})"]  # fmt: skip
+             _measure_row("(a) model ceiling", t["a"], "sequences/s",
+                          f"onnxruntime on pre-tokenized batches of {worker['max_batch_size']}, "
+                          f"{t['a_threads']} thread(s)"),
+             _measure_row("(b) classifier", t["b"], "sequences/s", "tokenization + inference"),
+             _measure_row("(c) pipeline", t["c"], "events/s",
+                          f"real broker + worker, batch {worker['max_batch_size']}, max_wait_s "
+                          f"{worker['max_wait_s']}, {worker['intra_op_threads']} thread(s)"),
+             _measure_row("(d) baseline", t["d"], "events/s", t["baseline_is"])]  # fmt: skip
     r = results["ratios"]
     lines += [f"  c/a {_spread(r['c/a'], 2)}    c/d {_spread(r['c/d'], 2)}  ({r['pairing']})"]
     return lines
@@ -86,8 +102,7 @@ def _latency_lines(results: dict[str, Any]) -> list[str]:
     for run in latency["runs"]:
         s = run["latency_s"]
         lines.append(f"  load {run['load']:.0%}: {run['sent_rate_per_s']:.0f} events/s sent, "
-                     f"p50 {s['p50']:.3f} s  p95 {s['p95']:.3f} s  p99 {s['p99']:.3f} s  "
-                     f"max {s['max']:.3f} s")  # fmt: skip
+                     + _percentiles(s, ("p50", "p95", "p99", "max"), "  "))  # fmt: skip
     return lines
 
 
@@ -96,13 +111,13 @@ def _sweep_lines(results: dict[str, Any]) -> list[str]:
     if not sweep:
         return []
     lines = ["batch-size sweep   size:  " + "  ".join(f"{s:>6}" for s in sweep["b"])]
-    lines.append("  (b) sequences/s       " + "  ".join(f"{v:6.0f}" for v in sweep["b"].values()))
-    lines.append("  (c) events/s          " + "  ".join(f"{v:6.0f}" for v in sweep["c"].values()))
+    lines.append(_sweep_row("(b) sequences/s", sweep["b"]))
+    lines.append(_sweep_row("(c) events/s", sweep["c"]))
     for run in results.get("max_wait", []):
         lat = run["latency"]["latency_s"]
         lines.append(f"  max_wait_s {run['max_wait_s']:<6g} c {run['c_events_per_s']:6.0f} events/s"
-                     f"  latency at {run['latency']['load']:.0%} load p50 {lat['p50']:.3f} s "
-                     f"p99 {lat['p99']:.3f} s")  # fmt: skip
+                     f"  latency at {run['latency']['load']:.0%} load "
+                     + _percentiles(lat, ("p50", "p99"), " "))  # fmt: skip
     return lines
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.classifier import CHARS_PER_TOKEN_LIMIT, SentimentClassifier
+from stream.classifier import CHARS_PER_TOKEN_LIMIT, SentimentClassifier, _sub_batches
 from stream.errors import DeviceUnavailableError, InferenceError, ModelLoadError
 
 TINY_MAX_SEQ_LEN = 32  # what tests/conftest.py writes into the tiny model's manifest
@@ -69,6 +69,61 @@ def test_batch_equals_per_text_in_input_order(classifier: SentimentClassifier) -
     np.testing.assert_allclose(reversed_batch[::-1], batch, atol=1e-5)
 
 
+MIXED_TEXTS = [
+    "a much longer comment about the delivery, the packaging and the colour of the box",
+    "",
+    "ok",
+    "x" * 10_000,  # one 10,000-character word, truncated to max_seq_len tokens
+    "😀😡🎉",
+    "质量很好 but the delivery was slow 物流太慢",
+    *(" ".join(["good"] * n) for n in (1, 3, 5, 8, 12, 17, 23, 29)),
+    *(" ".join(["bad", "service"] * n) for n in (1, 2, 4, 7, 11)),
+    "great product " * 800,  # 11,200 characters
+    "fine",
+]
+
+
+class _RecordingSession:
+    """Wraps the real onnxruntime session and records the shape of each batch it runs."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.shapes: list[tuple[int, int]] = []
+
+    def run(self, output_names: list[str], feeds: dict[str, Any]) -> Any:
+        self.shapes.append(feeds["input_ids"].shape)
+        return self._session.run(output_names, feeds)
+
+
+def test_sub_batches_match_single_rows_in_input_order(tiny_model_dir: Path) -> None:
+    model = SentimentClassifier.load(tiny_model_dir, device="cpu")
+    singles = np.vstack([model.predict_logits([t]) for t in MIXED_TEXTS])
+    recorder = _RecordingSession(model.session)
+    model._session = recorder  # the one seam: onnxruntime itself
+    batch = model.predict_logits(MIXED_TEXTS)
+    assert batch.shape == (len(MIXED_TEXTS), 3) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch, singles, atol=1e-4)
+    # several sub-batches, each cut to its own longest row, widths ascending, all rows run once
+    widths = [width for _, width in recorder.shapes]
+    assert len(recorder.shapes) > 1 and widths == sorted(widths) and widths[0] < TINY_MAX_SEQ_LEN
+    assert sum(rows for rows, _ in recorder.shapes) == len(MIXED_TEXTS)
+
+
+def test_sub_batches_restore_input_order(classifier: SentimentClassifier) -> None:
+    permutation = np.random.default_rng(7).permutation(len(MIXED_TEXTS))
+    batch = classifier.predict_logits(MIXED_TEXTS)
+    shuffled = classifier.predict_logits([MIXED_TEXTS[i] for i in permutation])
+    np.testing.assert_allclose(shuffled, batch[permutation], atol=1e-4)
+    assert np.abs(batch[1] - batch[0]).max() > 1e-3  # the rows differ, so a mix-up would show
+
+
+def test_sub_batch_rule_cuts_at_length_ratio_after_min_rows() -> None:
+    lengths = np.array([2] * 8 + [3] * 8 + [5] * 8 + [32] * 2, dtype=np.int64)
+    assert _sub_batches(lengths) == [(0, 16), (16, 24), (24, 26)]  # 3 <= 1.5 x 2 stays in
+    assert _sub_batches(np.array([2, 3, 64], dtype=np.int64)) == [(0, 3)]  # fewer than 8 rows
+    assert _sub_batches(np.array([7], dtype=np.int64)) == [(0, 1)]
+
+
 class _FailingSession:
     """Stands in for the onnxruntime session: every run fails."""
 
@@ -95,6 +150,8 @@ def test_empty_batch_returns_zero_rows_without_running(
     probs = model.predict_proba([])
     assert probs.shape == (0, 3)
     assert probs.dtype == np.float32
+    logits = model.predict_logits([])
+    assert logits.shape == (0, 3) and logits.dtype == np.float32
     assert session.calls == 0  # an empty batch into the fused int8 graph kills it with SIGFPE
 
 
