@@ -346,7 +346,7 @@ def create_app(
         executor=executor,
         log_user_ids=settings.log_user_ids,
         pseudonymise=Pseudonymiser(settings.pseudonymisation),
-        ledger=TableErasureLedger(ledger),
+        ledger=TableErasureLedger(ledger), mixed=settings.mixed,
     )  # fmt: skip
 
     async def comment_agent(stream: Any) -> None:

@@ -67,6 +67,8 @@ class Metrics:
         end_to_end_latency_seconds: ``portrait_end_to_end_latency_seconds``: event time to profile
             update emitted, seconds.
         predictions: ``portrait_predictions_total{label}``: comments classified, by predicted label.
+        mixed_comments: ``portrait_mixed_comments_total``: comments applied to a profile whose
+            clauses carry confident opposite polarities (:mod:`stream.mixed`).
         profile_updates: ``portrait_profile_updates_total``: profile-update events emitted.
         model_info: ``portrait_model_info{model_version, provider, device, requested_device}``:
             1 for the model in use; ``device`` is where it runs, ``requested_device`` the
@@ -116,6 +118,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S, **kw,
         )  # fmt: skip
         self.predictions = Counter("predictions", "Comments classified, by label.", ["label"], **kw)
+        self.mixed_comments = Counter(
+            "mixed_comments", "Comments with clauses of confident opposite polarity.", **kw
+        )
         self.profile_updates = Counter("profile_updates", "Profile-update events emitted.", **kw)
         self.model_info = Gauge(
             "model_info",

@@ -11,9 +11,11 @@ Per micro-batch, in this order:
 1. Decode every record (``events.decode_*``); an undecodable or invalid value, or a record whose key
    is not the event's ``user_id`` (the profile table is partitioned by the record key), gets an
    :class:`~stream.errors.EventError`.
-2. Comments only: classify all decoded texts in one call, off the event loop
-   (:class:`stream.inference.InferenceRunner`: bounded retries, then one call per text; a text that
-   still fails gets an :class:`~stream.errors.InferenceError`, reason ``inference_failed``).
+2. Comments only: classify all decoded texts and their clauses (:class:`stream.mixed.ClauseBatch`,
+   unless ``PORTRAIT_MIXED__ENABLED`` is off) in one call, off the event loop
+   (:class:`stream.inference.InferenceRunner`: bounded retries, then one call per text; a comment
+   whose own text still fails gets an :class:`~stream.errors.InferenceError`, reason
+   ``inference_failed``; a failed clause is left out of the mixed verdict).
 3. Without any ``await`` (so the other agent cannot interleave): write each failed record to the
    dead-letter topic with its original key, value and headers plus the ``portrait.*`` headers; apply
    the others to their users' profiles in input order with their topic/partition/offset (a
@@ -43,27 +45,34 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from stream.batching import MicroBatch
 from stream.classifier import Classifier
 from stream.errors import EventError, InferenceError
 from stream.events import (
-    HEADER_ERROR_DETAIL,
-    HEADER_ERROR_REASON,
     BehaviorEvent,
     CommentEvent,
     ErasureRequest,
     ProfileUpdate,
-    dead_letter_headers,
     decode_behavior,
     decode_comment,
     decode_erasure,
 )
 from stream.inference import InferenceRunner, RetryPolicy
 from stream.metrics import Metrics
+from stream.mixed import ClauseBatch, MixedRule
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
-from stream.settings import ProfileSettings
+from stream.records import (
+    INFERENCE_FAILED,
+    KEY_MISMATCH,
+    E,
+    SourceRecord,
+    check_key,
+    dead_letter_record_headers,
+    decode_record,
+)
+from stream.settings import MixedSettings, ProfileSettings
 
 __all__ = [
     "INFERENCE_FAILED",
@@ -80,40 +89,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KEY_MISMATCH = "key_mismatch"
-"""Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
-
-INFERENCE_FAILED = "inference_failed"
-"""Dead-letter reason: the classifier failed on the event after all retries."""
-
-_PORTRAIT_HEADER_PREFIX = "portrait."
 _DEFAULT_RETRY = RetryPolicy()
-E = TypeVar("E", CommentEvent, BehaviorEvent, ErasureRequest)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """One Kafka record as the worker received it.
-
-    Attributes:
-        topic: Source topic.
-        partition: Source partition.
-        offset: Offset within the partition.
-        key: Record key bytes (``None`` if the producer set none).
-        value: Record value bytes (``None`` for a tombstone).
-        headers: Record headers as ``(name, value)`` pairs, in record order.
-        timestamp_s: Record timestamp, epoch seconds, if the broker gave one.
-        handle: The transport's own event object (a faust ``Event``); opaque here.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_s: float | None = None
-    handle: object = None
+_DEFAULT_MIXED = MixedSettings()
 
 
 class ProfileStore(Protocol):
@@ -190,50 +167,7 @@ class _Item:
     event: CommentEvent | BehaviorEvent | ErasureRequest | None = None
     error: EventError | InferenceError | None = None
     probabilities: tuple[float, float, float] | None = None
-
-
-def check_key(record: SourceRecord, user_id: str) -> None:
-    """Check that the record key is the event's user id.
-
-    The profile table is co-partitioned with the source topics by key: an event keyed otherwise
-    sits in another user's partition and would split that user's profile across partitions.
-
-    Args:
-        record: The source record.
-        user_id: The decoded event's ``user_id``.
-
-    Raises:
-        EventError: Reason :data:`KEY_MISMATCH` when the key is missing or differs.
-    """
-    if record.key != user_id.encode("utf-8"):
-        what = "missing" if record.key is None else "not the event's user_id"
-        raise EventError(
-            KEY_MISMATCH, f"record key is {what}; key {record.topic} records by user_id (UTF-8)"
-        )
-
-
-def dead_letter_record_headers(
-    record: SourceRecord, error: EventError | InferenceError
-) -> list[tuple[str, bytes]]:
-    """Headers of the dead-letter record for ``record``.
-
-    The ``portrait.*`` headers (source topic, partition, offset, error class, reason, detail)
-    come first, then the original record's headers except any named ``portrait.*``.
-
-    Args:
-        record: The failed source record.
-        error: Why it failed; an :class:`InferenceError` gets reason :data:`INFERENCE_FAILED` and
-            its message (which never quotes the text) as detail.
-
-    Returns:
-        ``(name, value)`` pairs, values UTF-8 bytes.
-    """
-    headers = dead_letter_headers(record.topic, record.partition, record.offset, error)
-    if isinstance(error, InferenceError):
-        override = {HEADER_ERROR_REASON: INFERENCE_FAILED, HEADER_ERROR_DETAIL: str(error)[:1000]}
-        headers = [(k, override[k].encode("utf-8") if k in override else v) for k, v in headers]
-    original = [(k, v) for k, v in record.headers if not k.startswith(_PORTRAIT_HEADER_PREFIX)]
-    return headers + original
+    mixed: bool = False
 
 
 def _utc_now() -> datetime:
@@ -258,6 +192,7 @@ class BatchProcessor:
         pseudonymise: Maps a user id to the id stored and emitted (a
             :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
         ledger: The erasure requests carried out (required for :meth:`process_erasures`).
+        mixed: Mixed-sentiment detection on the comments' clauses (:mod:`stream.mixed`).
 
     Raises:
         ValueError: ``retry.attempts`` < 1.
@@ -278,6 +213,7 @@ class BatchProcessor:
         clock: Callable[[], datetime] = _utc_now,
         pseudonymise: Callable[[str], str] | None = None,
         ledger: ErasureLedger | None = None,
+        mixed: MixedSettings = _DEFAULT_MIXED,
     ) -> None:
         self._settings = profile_settings
         self._store = store
@@ -293,6 +229,7 @@ class BatchProcessor:
         self._clock = clock
         self._pseudonymise = pseudonymise
         self._ledger = ledger
+        self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
 
     async def process_comments(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
         """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
@@ -316,11 +253,16 @@ class BatchProcessor:
         items = self._decode(batch.items, decode_comment)
         valid = [item for item in items if item.event is not None]
         texts = [item.event.text for item in valid if isinstance(item.event, CommentEvent)]
-        for item, score in zip(valid, await self._inference.classify(texts), strict=True):
-            if isinstance(score, InferenceError):
+        clauses = ClauseBatch.build(texts, self._rule)  # the comments first, then their clauses
+        scores = await self._inference.classify(list(clauses.texts))
+        rows = [None if isinstance(score, InferenceError) else score for score in scores]
+        results = clauses.resolve(rows, self._rule)
+        for item, score, result in zip(valid, scores[: len(valid)], results, strict=True):
+            if result is None:
+                assert isinstance(score, InferenceError)
                 item.event, item.error = None, score
             else:
-                item.probabilities = score
+                item.probabilities, item.mixed = result.probabilities, result.mixed
         return await self._apply_and_emit(items)
 
     async def process_behaviors(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
@@ -390,14 +332,9 @@ class BatchProcessor:
         for record in records:
             self._metrics.events_consumed.labels(topic=record.topic).inc()
             try:
-                event = decode(record.value)
-                check_key(record, event.user_id)
+                items.append(_Item(record, event=decode_record(record, decode, self._pseudonymise)))
             except EventError as exc:
                 items.append(_Item(record, error=exc))
-            else:
-                if self._pseudonymise is not None:
-                    event = event.model_copy(update={"user_id": self._pseudonymise(event.user_id)})
-                items.append(_Item(record, event=event))
         return items
 
     def _load(self, user_id: str, record: SourceRecord) -> Profile:
@@ -412,9 +349,12 @@ class BatchProcessor:
         }  # fmt: skip
         if isinstance(event, CommentEvent):
             assert item.probabilities is not None
-            scored = ScoredComment(event, item.probabilities)
+            scored = ScoredComment(event, item.probabilities, item.mixed)
+            applied = apply_comment(profile, scored, **where)
             self._metrics.predictions.labels(label=scored.label).inc()
-            return apply_comment(profile, scored, **where)
+            if applied and scored.mixed:
+                self._metrics.mixed_comments.inc()
+            return applied
         assert isinstance(event, BehaviorEvent)
         return apply_behavior(profile, event, **where)
 

@@ -30,6 +30,12 @@ The figures:
   category (a decayed event count at ``t_ref``; every event counts 1 before decay), and its own
   ``sentiment_score`` as above over the comments in that category.
 
+Mixed comments (:mod:`stream.mixed`) are counted, not decayed: ``mixed_count`` comments out of
+``comment_count`` had clauses of confident opposite polarity (``mixed_share`` is the ratio). Per
+category, ``positive_count`` and ``negative_count`` count the comments by their whole-comment
+arg-max label, as ``label_counts`` does: a mixed comment counts once, under that label (a comment
+the model calls positive overall stays positive; the mixed flag says it also complains).
+
 Bounds and idempotence
 ----------------------
 The state is bounded whatever the user's history: 3 label counts, 7 behaviour counts, 24 hour
@@ -100,6 +106,8 @@ class ScoredComment:
         event: The comment.
         probabilities: ``(p_negative, p_neutral, p_positive)``, each in [0, 1], summing to 1
             (within 1e-3); numpy scalars are converted to ``float``.
+        mixed: Whether its clauses carry confident opposite polarities
+            (:meth:`stream.mixed.MixedRule.is_mixed`); default False.
 
     Raises:
         ValueError: ``probabilities`` is not three finite numbers in [0, 1] summing to 1.
@@ -107,6 +115,7 @@ class ScoredComment:
 
     event: CommentEvent
     probabilities: tuple[float, float, float]
+    mixed: bool = False
 
     def __post_init__(self) -> None:
         probs = tuple(float(p) for p in self.probabilities)
@@ -135,11 +144,17 @@ class CategoryStats:
         activity: ``sum_j w_j`` over the user's events in the category.
         sentiment_weight_sum: ``sum_i w_i`` over the user's comments in the category.
         sentiment_sum: ``sum_i w_i * (p_pos_i - p_neg_i)`` over the same comments.
+        positive_count: Comments in the category whose predicted label is positive (a count, not
+            decayed, since the category last entered the top-K).
+        negative_count: Comments in the category whose predicted label is negative (a count, not
+            decayed, since the category last entered the top-K).
     """
 
     activity: float = 0.0
     sentiment_weight_sum: float = 0.0
     sentiment_sum: float = 0.0
+    positive_count: int = 0
+    negative_count: int = 0
 
     @property
     def sentiment_score(self) -> float | None:
@@ -164,12 +179,14 @@ class RecentComment:
         label: Predicted label, one of :data:`LABELS`.
         probabilities: ``(p_negative, p_neutral, p_positive)``.
         event_time_ms: Event time, epoch milliseconds.
+        mixed: Whether the comment was mixed (clauses of confident opposite polarity).
     """
 
     event_id: str
     label: str
     probabilities: tuple[float, float, float]
     event_time_ms: int
+    mixed: bool = False
 
 
 @dataclass
@@ -182,6 +199,7 @@ class Profile:
         applied_offsets: ``"topic:partition"`` -> last applied offset.
         half_life_s: Half-life of the decayed figures, seconds (the setting at the last apply).
         comment_count: Comments applied.
+        mixed_count: Comments applied that were mixed (clauses of confident opposite polarity).
         label_counts: Comments per predicted label (keys :data:`LABELS`).
         probability_sums: Sum of each class probability over comments (keys :data:`LABELS`).
         sentiment_weight_sum: ``sum_i w_i`` over comments (relative to ``last_event_time_ms``).
@@ -203,6 +221,7 @@ class Profile:
     applied_offsets: dict[str, int] = field(default_factory=dict)
     half_life_s: float = ProfileSettings().half_life_s
     comment_count: int = 0
+    mixed_count: int = 0
     label_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     probability_sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LABELS, 0.0))
     sentiment_weight_sum: float = 0.0
@@ -226,6 +245,11 @@ class Profile:
         return {label: self.probability_sums[label] / self.comment_count for label in LABELS}
 
     @property
+    def mixed_share(self) -> float | None:
+        """``mixed_count / comment_count``: the share of mixed comments; ``None`` without any."""
+        return self.mixed_count / self.comment_count if self.comment_count else None
+
+    @property
     def sentiment_score(self) -> float | None:
         """Decayed weighted mean of ``p_pos - p_neg`` over comments, in [-1, 1]; else ``None``."""
         if self.sentiment_weight_sum <= 0.0:
@@ -243,22 +267,28 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """The state as a JSON-ready dict (every field above, times as epoch ms), plus derived
-        figures that :meth:`from_dict` ignores: ``mean_probabilities``, ``sentiment_score``,
-        ``rating_mean`` and ``interests`` (``[{"category", "activity", "sentiment_score"}]``,
-        highest activity first)."""
+        figures that :meth:`from_dict` ignores: ``mean_probabilities``, ``mixed_share``,
+        ``sentiment_score``, ``rating_mean`` and ``interests`` (``[{"category", "activity",
+        "sentiment_score", "positive_count", "negative_count"}]``, highest activity first)."""
         data: dict[str, Any] = _ADAPTER.dump_python(self, mode="json")
         data["mean_probabilities"] = self.mean_probabilities
+        data["mixed_share"] = self.mixed_share
         data["sentiment_score"] = self.sentiment_score
         data["rating_mean"] = self.rating_mean
         data["interests"] = [
-            {"category": name, "activity": stats.activity, "sentiment_score": stats.sentiment_score}
+            {"category": name, "activity": stats.activity, "sentiment_score": stats.sentiment_score,
+             "positive_count": stats.positive_count, "negative_count": stats.negative_count}
             for name, stats in self.interests()
-        ]
+        ]  # fmt: skip
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:
         """Rebuild a profile from :meth:`to_dict` output (e.g. a table value).
+
+        A state written before a field existed loads with that field's default (``mixed_count``,
+        the categories' ``positive_count`` and ``negative_count`` and the recent comments'
+        ``mixed`` start at 0 / False).
 
         Raises:
             ValueError: ``data`` is not a profile of schema :data:`SCHEMA_VERSION`, or a field is
@@ -307,16 +337,18 @@ def _observe_time(profile: Profile, event_time_ms: int) -> float:
 
 
 def _add_category(
-    profile: Profile, category: str | None, weight: float, sentiment: float | None, top_k: int
+    profile: Profile, category: str | None, weight: float, scored: ScoredComment | None, top_k: int
 ) -> None:
-    """Add one event to a category's decayed sums, then evict down to ``top_k`` categories."""
+    """Add one event (``scored``: a comment) to a category, then evict down to ``top_k``."""
     if category is None:
         return
     stats = profile.categories.setdefault(category, CategoryStats())
     stats.activity += weight
-    if sentiment is not None:
+    if scored is not None:
         stats.sentiment_weight_sum += weight
-        stats.sentiment_sum += weight * sentiment
+        stats.sentiment_sum += weight * scored.sentiment
+        stats.positive_count += int(scored.label == "positive")
+        stats.negative_count += int(scored.label == "negative")
     while len(profile.categories) > top_k:
         lowest = min(profile.categories.items(), key=lambda kv: (kv[1].activity, kv[0]))[0]
         del profile.categories[lowest]
@@ -358,6 +390,7 @@ def apply_comment(
     event, probs = scored.event, scored.probabilities
     weight = _observe_time(profile, event.event_time_ms)
     profile.comment_count += 1
+    profile.mixed_count += int(scored.mixed)
     profile.label_counts[scored.label] += 1
     for label, p in zip(LABELS, probs, strict=True):
         profile.probability_sums[label] += p
@@ -366,8 +399,8 @@ def apply_comment(
     if event.rating is not None:
         profile.rating_count += 1
         profile.rating_sum += event.rating
-    _add_category(profile, event.category, weight, scored.sentiment, settings.top_k_categories)
-    recent = RecentComment(event.event_id, scored.label, probs, event.event_time_ms)
+    _add_category(profile, event.category, weight, scored, settings.top_k_categories)
+    recent = RecentComment(event.event_id, scored.label, probs, event.event_time_ms, scored.mixed)
     _add_recent(profile, recent, settings.last_n_comments)
     profile.version += 1
     return True
@@ -417,9 +450,10 @@ def summary(profile: Profile, now: datetime, *, top: int = 3) -> dict[str, Any]:
         top: Interests shown.
 
     Returns:
-        A dict with ``user_id``, ``version``, ``comments``, ``label_shares``, ``sentiment_score``,
-        ``rating_mean``, ``behavior_counts``, ``top_interests`` (a list of
-        ``(category, activity_at_now, sentiment_score)``) and ``last_event`` (datetime or None).
+        A dict with ``user_id``, ``version``, ``comments``, ``label_shares``, ``mixed_share``
+        (0.0 without comments), ``sentiment_score``, ``rating_mean``, ``behavior_counts``,
+        ``top_interests`` (a list of ``(category, activity_at_now, sentiment_score)``) and
+        ``last_event`` (datetime or None).
     """
     now_ms = int(now.timestamp() * 1000)
     ref = profile.last_event_time_ms
@@ -430,6 +464,7 @@ def summary(profile: Profile, now: datetime, *, top: int = 3) -> dict[str, Any]:
         "version": profile.version,
         "comments": n,
         "label_shares": {lab: (c / n if n else 0.0) for lab, c in profile.label_counts.items()},
+        "mixed_share": profile.mixed_share or 0.0,
         "sentiment_score": profile.sentiment_score,
         "rating_mean": profile.rating_mean,
         "behavior_counts": {

@@ -58,10 +58,10 @@ _UPDATE_NOTE = (
 )
 _PROFILE_DOC = (
     "A user's whole profile (`Profile.to_dict()`): the stored state, then the derived figures "
-    "`mean_probabilities`, `sentiment_score`, `rating_mean` and `interests`. Decayed figures use "
-    "exponential decay over event time with half-life `half_life_s`, relative to "
-    "`last_event_time_ms` (forward decay: Cormode et al., ICDE 2009). Its size is bounded "
-    "whatever the user's history."
+    "`mean_probabilities`, `mixed_share`, `sentiment_score`, `rating_mean` and `interests`. "
+    "Decayed figures use exponential decay over event time with half-life `half_life_s`, "
+    "relative to `last_event_time_ms` (forward decay: Cormode et al., ICDE 2009). Its size is "
+    "bounded whatever the user's history."
 )
 
 
@@ -75,11 +75,16 @@ class Interest:
             time (every event counts 1 before decay).
         sentiment_score: Decayed mean of ``p_positive - p_negative`` over the user's comments in
             the category, in [-1, 1]; null without comments there.
+        positive_count: The user's comments in the category whose predicted (whole-comment)
+            label is positive; not decayed.
+        negative_count: The user's comments in the category whose predicted label is negative.
     """
 
     category: str
     activity: float
     sentiment_score: float | None
+    positive_count: int
+    negative_count: int
 
 
 def _plain(text: str) -> str:
@@ -139,7 +144,7 @@ def _property_doc(func: Callable[..., Any]) -> str:
 def _derived_properties() -> dict[str, Any]:
     """Schemas of the figures :meth:`Profile.to_dict` adds to the stored state."""
     derived: dict[str, Any] = {}
-    for name in ("mean_probabilities", "sentiment_score", "rating_mean"):
+    for name in ("mean_probabilities", "mixed_share", "sentiment_score", "rating_mean"):
         getter = getattr(Profile, name).fget
         kind = typing.get_type_hints(getter, vars(profile))["return"]
         derived[name] = TypeAdapter(kind).json_schema() | {"description": _property_doc(getter)}

@@ -37,6 +37,7 @@ __all__ = [
     "ENV_PREFIX",
     "BatchSettings",
     "KafkaSettings",
+    "MixedSettings",
     "ModelSettings",
     "ProfileSettings",
     "PseudonymisationSettings",
@@ -201,6 +202,24 @@ class ProfileSettings(_Frozen):
     last_n_comments: int = Field(default=5, ge=0, le=100)
 
 
+class MixedSettings(_Frozen):
+    """Mixed-sentiment detection on clauses (``PORTRAIT_MIXED__...``); see :mod:`stream.mixed`.
+
+    Attributes:
+        enabled: Split comments into clauses and classify them with the comments (default True);
+            off, no comment is mixed and inference sees only the comments.
+        threshold: A comment is mixed when one clause has ``p_positive`` and another
+            ``p_negative`` as its largest probability and at least this, 0.35..1 (default 0.4;
+            see :mod:`stream.mixed`).
+        max_clauses: Most clauses classified per comment, 2..64 (default 8); each adds one row to
+            the micro-batch's inference call.
+    """
+
+    enabled: bool = True
+    threshold: float = Field(default=0.4, ge=0.35, le=1.0)
+    max_clauses: int = Field(default=8, ge=2, le=64)
+
+
 class PseudonymisationSettings(_Frozen):
     """Pseudonymisation of user ids (``PORTRAIT_PSEUDONYMISATION__...``); off by default.
 
@@ -237,6 +256,7 @@ class Settings(BaseSettings):
         batch: See :class:`BatchSettings`.
         model: See :class:`ModelSettings`.
         profile: See :class:`ProfileSettings`.
+        mixed: See :class:`MixedSettings`.
         pseudonymisation: See :class:`PseudonymisationSettings`.
     """
 
@@ -254,6 +274,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     model: ModelSettings = ModelSettings()
     profile: ProfileSettings = ProfileSettings()
+    mixed: MixedSettings = MixedSettings()
     pseudonymisation: PseudonymisationSettings = PseudonymisationSettings()
 
     @field_validator("log_level", mode="before")

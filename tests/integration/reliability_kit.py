@@ -31,6 +31,7 @@ from stream.broker import create_topics
 from stream.classifier import SentimentClassifier
 from stream.errors import EventError
 from stream.events import BehaviorEvent, CommentEvent, decode_behavior, decode_comment
+from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
 from stream.settings import ProfileSettings, Settings, load_settings
 from stream.worker_process import WORKER_COMMAND, WorkerProcess, free_port
@@ -241,10 +242,11 @@ class BackgroundProducer(threading.Thread):
 def offline_profiles(
     sent: Iterable[Sent], model_dir: Path, pseudonymise: Callable[[str], str] | None = None
 ) -> dict[str, Profile]:
-    """The reference profiles: the same classifier and ``stream.profile`` functions, in order.
+    """The reference profiles: the same classifier, ``stream.mixed`` and ``stream.profile``
+    functions, in order.
 
     Records that do not decode are skipped (the worker dead-letters them). Texts are classified
-    one at a time, as the worker does after a batch failed, so batch composition cannot matter.
+    one at a time with their clauses (the default mixed rule), so batch composition cannot matter.
     ``pseudonymise`` maps user ids as the worker does with pseudonymisation on.
     """
     classifier = SentimentClassifier.load(model_dir, "cpu", 1)
@@ -263,8 +265,8 @@ def offline_profiles(
             event = event.model_copy(update={"user_id": pseudonymise(event.user_id)})
         profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
         if isinstance(event, CommentEvent):
-            p = classifier.predict_proba([event.text])[0]
-            apply_comment(profile, ScoredComment(event, (float(p[0]), float(p[1]), float(p[2]))),
+            result = classify_with_clauses(classifier, [event.text])[0]
+            apply_comment(profile, ScoredComment(event, result.probabilities, result.mixed),
                           **where)  # fmt: skip
         else:
             apply_behavior(profile, event, **where)

@@ -32,6 +32,7 @@ from stream.broker import create_topics
 from stream.classifier import SentimentClassifier
 from stream.errors import BrokerUnavailableError, ConfigError
 from stream.events import decode_behavior, decode_comment
+from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
 from stream.settings import ProfileSettings, load_settings
 from stream.worker import ensure_topics, wait_for_broker_with_backoff
@@ -177,7 +178,7 @@ def _produce(broker: Any, names: dict[str, str], first: int = 0, count: int = 24
 
 
 def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
-    """The reference: the same classifier and stream.profile functions, one event at a time."""
+    """The reference: the same classifier, stream.mixed and stream.profile, one event at a time."""
     classifier = SentimentClassifier.load(model_dir, "cpu")
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
@@ -185,8 +186,8 @@ def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
         where = {"topic": topic, "partition": partition, "offset": offset, "settings": settings}
         if "comments" in topic:
             event = decode_comment(value)
-            p = classifier.predict_proba([event.text])[0]
-            scored = ScoredComment(event, (float(p[0]), float(p[1]), float(p[2])))
+            result = classify_with_clauses(classifier, [event.text])[0]
+            scored = ScoredComment(event, result.probabilities, result.mixed)
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
             apply_comment(profile, scored, **where)
         else:

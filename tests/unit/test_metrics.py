@@ -15,6 +15,7 @@ REQUIRED = {
     "portrait_batch_wait_seconds": "histogram",
     "portrait_end_to_end_latency_seconds": "histogram",
     "portrait_predictions_total": "counter",
+    "portrait_mixed_comments_total": "counter",
     "portrait_profile_updates_total": "counter",
     "portrait_model_info": "gauge",
     "portrait_consumer_lag_events": "gauge",
@@ -33,6 +34,7 @@ def metrics() -> Metrics:
     m.batch_wait_seconds.observe(0.02)
     m.end_to_end_latency_seconds.observe(0.5)
     m.predictions.labels(label="positive").inc()
+    m.mixed_comments.inc()
     m.profile_updates.inc()
     m.set_model_info("m1", "CPUExecutionProvider", "cpu", requested_device="auto")
     m.set_consumer_lag({("comments.v1", 0): 10}, {("comments.v1", 0): 7}, ["comments.v1"])

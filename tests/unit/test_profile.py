@@ -315,3 +315,46 @@ def test_summary_decays_activity_to_now() -> None:
     assert view["label_shares"] == {"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3}
     assert view["top_interests"] == [("toys", 0.25, 0.0)]  # 1.0 * 2**-2
     assert view["last_event"] == T0 + timedelta(hours=2)
+
+
+def test_mixed_share_and_category_counts() -> None:
+    mixed = comment("m1", 3, (0.125, 0.125, 0.75), "books")
+    mixed = ScoredComment(mixed.event, mixed.probabilities, mixed=True)
+    p = apply_all([C1, C2, C3, mixed])
+    assert p.mixed_count == 1 and p.mixed_share == 0.25
+    books, toys = p.categories["books"], p.categories["toys"]
+    # by the whole-comment label: C1 negative, C2 positive, the mixed one positive; C3 neutral
+    assert (books.positive_count, books.negative_count) == (2, 1)
+    assert (toys.positive_count, toys.negative_count) == (0, 0)
+    assert [c.mixed for c in p.recent_comments] == [False, True]
+    data = p.to_dict()
+    assert data["mixed_count"] == 1 and data["mixed_share"] == 0.25
+    assert data["interests"][0] == {
+        "category": "books", "activity": books.activity, "sentiment_score": books.sentiment_score,
+        "positive_count": 2, "negative_count": 1,
+    }  # fmt: skip
+    assert summary(p, T0 + timedelta(hours=3))["mixed_share"] == 0.25
+    assert Profile.from_dict(json.loads(json.dumps(data))) == p
+
+
+def test_mixed_share_without_comments() -> None:
+    p = apply_all([B1])
+    assert p.mixed_share is None and p.to_dict()["mixed_share"] is None
+    assert summary(p, T0)["mixed_share"] == 0.0
+
+
+def test_state_written_before_mixed_counts_loads_with_zeros() -> None:
+    p = apply_all([C1, C2, C3])
+    old = json.loads(json.dumps(p.to_dict()))
+    del old["mixed_count"], old["mixed_share"]
+    for stats in old["categories"].values():
+        del stats["positive_count"], stats["negative_count"]
+    for recent in old["recent_comments"]:
+        del recent["mixed"]
+    restored = Profile.from_dict(old)
+    assert restored.mixed_count == 0
+    assert all(s.positive_count == s.negative_count == 0 for s in restored.categories.values())
+    assert not any(c.mixed for c in restored.recent_comments)
+    apply_comment(restored, ScoredComment(C1.event, (0.1, 0.1, 0.8), mixed=True),
+                  topic="comments.v1", partition=0, offset=99, settings=HOUR)  # fmt: skip
+    assert restored.mixed_count == 1 and restored.categories["books"].positive_count == 1

@@ -18,6 +18,7 @@ from stream.batching import MicroBatch
 from stream.events import ProfileUpdate, decode_behavior, decode_comment
 from stream.inference import RetryPolicy
 from stream.metrics import Metrics
+from stream.mixed import classify_with_clauses
 from stream.processing import (
     INFERENCE_FAILED,
     KEY_MISMATCH,
@@ -27,7 +28,7 @@ from stream.processing import (
     dead_letter_record_headers,
 )
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
-from stream.settings import ProfileSettings
+from stream.settings import MixedSettings, ProfileSettings
 
 COMMENTS = "comments.v1"
 BEHAVIOR = "behavior.v1"
@@ -128,8 +129,9 @@ def records(topic: str, rows: list[tuple[bytes | None, bytes | None]], start: in
     )
 
 
-def make(classifier: FakeClassifier | None = None, *, sink: FakeSink | None = None,
+def make(classifier: Any = None, *, sink: FakeSink | None = None,
          store: DictStore | None = None, log_user_ids: bool = False,
+         mixed: MixedSettings | None = None,
          ) -> tuple[BatchProcessor, DictStore, FakeSink, Metrics]:  # fmt: skip
     store = store or DictStore()
     sink = sink or FakeSink()
@@ -138,7 +140,7 @@ def make(classifier: FakeClassifier | None = None, *, sink: FakeSink | None = No
         profile_settings=ProfileSettings(), store=store, sink=sink, metrics=metrics,
         model_version="fake-model-1", classifier=classifier or FakeClassifier(),
         retry=RetryPolicy(attempts=3, backoff_s=0.0), log_user_ids=log_user_ids,
-        clock=lambda: T0 + timedelta(hours=1),
+        clock=lambda: T0 + timedelta(hours=1), mixed=mixed or MixedSettings(),
     )  # fmt: skip
     return processor, store, sink, metrics
 
@@ -148,8 +150,8 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
     return 0.0 if got is None else got
 
 
-def offline_profiles(recs: Sequence[SourceRecord]) -> dict[str, Profile]:
-    """The reference: the same stream.profile functions applied one event at a time."""
+def offline_profiles(recs: Sequence[SourceRecord], classifier: Any = None) -> dict[str, Profile]:
+    """The reference: the same stream.mixed and stream.profile functions, one event at a time."""
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
     for r in recs:
@@ -157,8 +159,8 @@ def offline_profiles(recs: Sequence[SourceRecord]) -> dict[str, Profile]:
         if r.topic == COMMENTS:
             event = decode_comment(r.value)
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
-            probs = np.array(fake_probabilities(event.text), dtype=np.float32)  # as the model gives
-            scored = ScoredComment(event, (float(probs[0]), float(probs[1]), float(probs[2])))
+            result = classify_with_clauses(classifier or FakeClassifier(), [event.text])[0]
+            scored = ScoredComment(event, result.probabilities, result.mixed)
             apply_comment(profile, scored, settings=settings, **where)  # type: ignore[arg-type]
         else:
             b = decode_behavior(r.value)
@@ -205,6 +207,61 @@ def test_one_classifier_call_per_batch_in_input_order() -> None:
                                for i in range(5)])  # fmt: skip
     run(processor.process_comments(MicroBatch(batch, 0.0)))
     assert classifier.calls == [["t0", "t1", "t2", "t3", "t4"]]
+
+
+class LexiconClassifier(FakeClassifier):
+    """Confidently positive for "great"/"好", negative for "price"/"贵", neutral otherwise."""
+
+    def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.calls.append(list(texts))
+        rows = [(0.2, 0.6, 0.2)] * len(texts)
+        for i, text in enumerate(texts):
+            good, bad = ("great" in text.lower() or "好" in text), ("price" in text or "贵" in text)
+            if good != bad:
+                rows[i] = (0.05, 0.05, 0.9) if good else (0.9, 0.05, 0.05)
+        return np.array(rows, dtype=np.float32).reshape(len(texts), 3)
+
+
+MIXED_ZH = "这个产品很好用，但是价格有点贵"
+MIXED_EN = "Great to use, but the price is a bit high"
+
+
+def test_mixed_comments_are_flagged_in_the_profile_update() -> None:
+    classifier = LexiconClassifier()
+    processor, _, sink, metrics = make(classifier)
+    batch = records(COMMENTS, [
+        (b"u1", comment("e1", "u1", MIXED_ZH, 0, category="home")),
+        (b"u2", comment("e2", "u2", MIXED_EN, 1, category="home")),
+        (b"u2", comment("e3", "u2", "great", 2, category="home")),
+        (b"u2", comment("e4", "u2", "the price", 3, category="home")),
+    ])  # fmt: skip
+    run(processor.process_comments(MicroBatch(batch, 0.0)))
+
+    assert classifier.calls == [[
+        MIXED_ZH, MIXED_EN, "great", "the price",  # the comments, then their clauses
+        "这个产品很好用", "但是价格有点贵", "Great to use", "but the price is a bit high",
+    ]]  # fmt: skip
+    profiles = {user: ProfileUpdate.model_validate_json(raw).profile for user, raw in sink.updates}
+    assert (profiles["u1"]["mixed_count"], profiles["u1"]["mixed_share"]) == (1, 1.0)
+    assert (profiles["u2"]["mixed_count"], profiles["u2"]["mixed_share"]) == (1, 1 / 3)
+    home = profiles["u2"]["categories"]["home"]
+    # counted by the whole-comment label: the mixed one is neutral overall here
+    assert (home["positive_count"], home["negative_count"]) == (1, 1)
+    assert profiles["u2"]["interests"][0]["positive_count"] == 1
+    assert [c["mixed"] for c in profiles["u2"]["recent_comments"]] == [True, False, False]
+    assert value(metrics, "portrait_mixed_comments_total") == 2
+    expected = offline_profiles(batch, LexiconClassifier())
+    assert profiles == {user: profile.to_dict() for user, profile in expected.items()}
+
+
+def test_mixed_detection_off_classifies_only_the_comments() -> None:
+    classifier = LexiconClassifier()
+    processor, _, sink, metrics = make(classifier, mixed=MixedSettings(enabled=False))
+    batch = records(COMMENTS, [(b"u1", comment("e1", "u1", MIXED_EN, 0))])
+    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    assert classifier.calls == [[MIXED_EN]]
+    assert ProfileUpdate.model_validate_json(sink.updates[0][1]).profile["mixed_count"] == 0
+    assert value(metrics, "portrait_mixed_comments_total") == 0
 
 
 def test_behavior_batch_matches_offline_profiles() -> None:

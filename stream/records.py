@@ -1,0 +1,137 @@
+"""Source records in: decode and check one, or say how it goes to the dead-letter topic.
+
+Plain Python, no faust or Kafka import. The faust agents wrap each Kafka record in a
+:class:`SourceRecord`; :func:`decode_record` turns it into an event (or raises
+:class:`~stream.errors.EventError`), and :func:`dead_letter_record_headers` gives the headers of its
+dead-letter record when it cannot be used. :mod:`stream.processing` runs these for every micro-batch
+and re-exports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from stream.errors import EventError, InferenceError
+from stream.events import (
+    HEADER_ERROR_DETAIL,
+    HEADER_ERROR_REASON,
+    BehaviorEvent,
+    CommentEvent,
+    ErasureRequest,
+    dead_letter_headers,
+)
+
+__all__ = [
+    "INFERENCE_FAILED",
+    "KEY_MISMATCH",
+    "SourceRecord",
+    "check_key",
+    "dead_letter_record_headers",
+    "decode_record",
+]
+
+KEY_MISMATCH = "key_mismatch"
+"""Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
+
+INFERENCE_FAILED = "inference_failed"
+"""Dead-letter reason: the classifier failed on the event after all retries."""
+
+_PORTRAIT_HEADER_PREFIX = "portrait."
+E = TypeVar("E", CommentEvent, BehaviorEvent, ErasureRequest)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One Kafka record as the worker received it.
+
+    Attributes:
+        topic: Source topic.
+        partition: Source partition.
+        offset: Offset within the partition.
+        key: Record key bytes (``None`` if the producer set none).
+        value: Record value bytes (``None`` for a tombstone).
+        headers: Record headers as ``(name, value)`` pairs, in record order.
+        timestamp_s: Record timestamp, epoch seconds, if the broker gave one.
+        handle: The transport's own event object (a faust ``Event``); opaque here.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_s: float | None = None
+    handle: object = None
+
+
+def check_key(record: SourceRecord, user_id: str) -> None:
+    """Check that the record key is the event's user id.
+
+    The profile table is co-partitioned with the source topics by key: an event keyed otherwise
+    sits in another user's partition and would split that user's profile across partitions.
+
+    Args:
+        record: The source record.
+        user_id: The decoded event's ``user_id``.
+
+    Raises:
+        EventError: Reason :data:`KEY_MISMATCH` when the key is missing or differs.
+    """
+    if record.key != user_id.encode("utf-8"):
+        what = "missing" if record.key is None else "not the event's user_id"
+        raise EventError(
+            KEY_MISMATCH, f"record key is {what}; key {record.topic} records by user_id (UTF-8)"
+        )
+
+
+def decode_record(
+    record: SourceRecord,
+    decode: Callable[[bytes | None], E],
+    pseudonymise: Callable[[str], str] | None = None,
+) -> E:
+    """Decode a record's value, check its key, then pseudonymise its ``user_id``.
+
+    Args:
+        record: The source record.
+        decode: ``events.decode_comment``, ``decode_behavior`` or ``decode_erasure``.
+        pseudonymise: Maps the (raw, key-checked) user id to the id used from here on; ``None``
+            keeps it.
+
+    Returns:
+        The event.
+
+    Raises:
+        EventError: The value is undecodable or invalid, or the key check failed.
+    """
+    event = decode(record.value)
+    check_key(record, event.user_id)
+    if pseudonymise is not None:
+        event = event.model_copy(update={"user_id": pseudonymise(event.user_id)})
+    return event
+
+
+def dead_letter_record_headers(
+    record: SourceRecord, error: EventError | InferenceError
+) -> list[tuple[str, bytes]]:
+    """Headers of the dead-letter record for ``record``.
+
+    The ``portrait.*`` headers (source topic, partition, offset, error class, reason, detail)
+    come first, then the original record's headers except any named ``portrait.*``.
+
+    Args:
+        record: The failed source record.
+        error: Why it failed; an :class:`InferenceError` gets reason :data:`INFERENCE_FAILED` and
+            its message (which never quotes the text) as detail.
+
+    Returns:
+        ``(name, value)`` pairs, values UTF-8 bytes.
+    """
+    headers = dead_letter_headers(record.topic, record.partition, record.offset, error)
+    if isinstance(error, InferenceError):
+        override = {HEADER_ERROR_REASON: INFERENCE_FAILED, HEADER_ERROR_DETAIL: str(error)[:1000]}
+        headers = [(k, override[k].encode("utf-8") if k in override else v) for k, v in headers]
+    original = [(k, v) for k, v in record.headers if not k.startswith(_PORTRAIT_HEADER_PREFIX)]
+    return headers + original

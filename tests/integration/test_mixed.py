@@ -1,0 +1,104 @@
+"""Mixed sentiment end to end: a comment event in, a profile update that says mixed out.
+
+The worker runs on the committed model (``models/artifact``; ``PORTRAIT_TEST_MODEL_DIR`` names
+another export directory): the verdict depends on what the real model makes of each clause, so
+this is the check that the model and the rule (default threshold) work together, in each language
+the model was trained on (its manifest's per-language evaluation; English when it has none). Each
+comment is the only one of its user, so the user's ``mixed_share`` is 1.0 exactly when the worker
+found the comment mixed; a control user's comment with two positive clauses must not be mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reliability_kit import (
+    Outgoing,
+    comment,
+    create_source_topics,
+    latest_profiles,
+    metric,
+    produce,
+    read_topic,
+    scrape,
+    start_worker,
+    worker_settings,
+)
+
+from export.manifest import read_manifest
+from stream.classifier import SentimentClassifier
+from stream.mixed import ClauseBatch, MixedRule
+from stream.settings import DEFAULT_MODEL_DIR
+
+MODEL_DIR = Path(os.environ.get("PORTRAIT_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
+MIXED = {
+    "zh": ("zh-user", "这个产品很好用，但是价格有点贵"),
+    "en": ("en-user", "Great to use, but the price is a bit high"),
+}
+CONTROL = ("control-user", "The staff were friendly, and the room was spotless")
+
+
+def _languages(model_dir: Path) -> list[str]:
+    """Languages the model was evaluated on, from its manifest (English when it names none)."""
+    evaluation = read_manifest(model_dir).get("evaluation", {})
+    by_language = next(iter(evaluation.values()), {}).get("by_language") or {"en": None}
+    return sorted(set(by_language) & set(MIXED))
+
+
+COMMENTS = dict(MIXED[lang] for lang in _languages(MODEL_DIR))
+
+
+def _clause_report(text: str) -> str:
+    """The committed model's probabilities of the comment and its clauses, for a failure."""
+    classifier = SentimentClassifier.load(MODEL_DIR, "cpu", 1)
+    batch = ClauseBatch.build([text], MixedRule())
+    rows = classifier.predict_proba(list(batch.texts))
+    pairs = zip(batch.texts, rows, strict=True)
+    lines = [f"{[round(float(p), 4) for p in row]} {text!r}" for text, row in pairs]
+    return "(p_negative, p_neutral, p_positive) per text:\n" + "\n".join(lines)
+
+
+def test_mixed_comments_come_out_mixed_in_each_language_of_the_model(
+    broker: Any, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", MODEL_DIR)
+    create_source_topics(settings)
+    produce(bootstrap, [
+        Outgoing(settings.topics.comments, user.encode(),
+                 json.dumps(comment(i, user, text, category="home")).encode())
+        for i, (user, text) in enumerate([*COMMENTS.items(), CONTROL])
+    ])  # fmt: skip
+
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        users = {*COMMENTS, CONTROL[0]}
+        updates = read_topic(
+            bootstrap, settings.topics.profile_updates,
+            lambda records: set(latest_profiles(records)) >= users, 90,
+        )  # fmt: skip
+        samples = scrape(settings.metrics_port)
+    finally:
+        worker.stop()
+
+    latest = latest_profiles(updates)
+    assert set(latest) == {*COMMENTS, CONTROL[0]}, worker.log_tail()
+    control = latest[CONTROL[0]]["profile"]
+    assert (control["mixed_count"], control["mixed_share"]) == (0, 0.0), _clause_report(CONTROL[1])
+    profiles = {user: latest[user]["profile"] for user in COMMENTS}
+    verdicts = {user: (p["mixed_count"], p["mixed_share"]) for user, p in profiles.items()}
+    report = "\n".join(_clause_report(text) for text in COMMENTS.values())
+    assert verdicts == dict.fromkeys(COMMENTS, (1, 1.0)), report
+    for profile in profiles.values():
+        assert profile["comment_count"] == 1
+        assert profile["recent_comments"][0]["mixed"] is True
+        label = profile["recent_comments"][0]["label"]  # counted under its whole-comment label
+        home = profile["categories"]["home"]
+        assert (home["positive_count"], home["negative_count"]) == (
+            int(label == "positive"), int(label == "negative"))  # fmt: skip
+        assert profile["interests"][0]["positive_count"] == home["positive_count"]
+    assert metric(samples, "portrait_mixed_comments_total") == len(COMMENTS)
