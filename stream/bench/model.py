@@ -1,14 +1,19 @@
 """Measurements (a) and (b): the model alone and the classifier as the worker calls it.
 
-- (a) model ceiling: onnxruntime ``session.run`` on batches tokenized beforehand (the
-  classifier's own tokenizer, padding to the longest text of each batch, as the worker pads),
-  at the worker's batch size. Only the ``run`` calls are timed.
+- (a) model ceiling: onnxruntime ``session.run`` on batches tokenized beforehand, at the worker's
+  batch size, cut into exactly the length-homogeneous sub-batches the worker's classifier runs
+  (:meth:`SentimentClassifier.sub_batches`). Only the ``run`` calls are timed.
 - (b) classifier: :meth:`SentimentClassifier.predict_proba` on batches of raw texts, i.e.
   tokenization + onnxruntime + softmax, the call the worker makes for each micro-batch (the worker
   makes it on a one-thread executor; here it runs on the calling thread).
 
 Both run once on one batch before timing (onnxruntime allocates its buffers on the first run).
 Throughput is sequences per second of wall time over all batches.
+
+Mixed sentiment (``rule`` given, as in the worker by default): each micro-batch of comments is
+followed by the clauses of those comments (:class:`stream.mixed.ClauseBatch`), so (a) and (b) run
+exactly the sequences the worker's model calls run. :attr:`ClassifierRun.comments_per_s` and
+:func:`per_comment` turn sequences/s into comments/s, the unit of the pipeline's events/s.
 
 GPU options (``device="cuda"``): ``sort_by_length`` orders the texts by length before cutting
 them into batches, so each batch pads less (the worker does not do this: it keeps Kafka order);
@@ -29,8 +34,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stream.classifier import SentimentClassifier
+from stream.mixed import ClauseBatch, MixedRule
 
-__all__ = ["ClassifierRun", "classifier_throughput", "encode_batches", "model_throughput"]
+__all__ = [
+    "ClassifierRun",
+    "classifier_throughput",
+    "encode_batches",
+    "micro_batches",
+    "model_throughput",
+]
 
 Batch = dict[str, NDArray[np.int64]]
 
@@ -40,14 +52,16 @@ class ClassifierRun:
     """One (b) measurement.
 
     Attributes:
-        sequences_per_s: Texts classified per second of wall time.
+        sequences_per_s: Model sequences (comments and their clauses) per second of wall time.
         median_batch_s: Median seconds of one ``predict_proba`` call.
-        batch_size: Texts per call (the last batch may be smaller).
+        batch_size: Comments per call (the last batch may be smaller).
+        comments_per_s: Comments per second (equal to ``sequences_per_s`` without clauses).
     """
 
     sequences_per_s: float
     median_batch_s: float
     batch_size: int
+    comments_per_s: float
 
 
 def _chunks(texts: Sequence[str], batch_size: int, sort_by_length: bool) -> list[list[str]]:
@@ -57,29 +71,50 @@ def _chunks(texts: Sequence[str], batch_size: int, sort_by_length: bool) -> list
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
+def micro_batches(
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    sort_by_length: bool = False,
+    rule: MixedRule | None = None,
+) -> list[list[str]]:
+    """The texts of each model call: ``batch_size`` comments, then (``rule`` given) their clauses.
+
+    Raises:
+        ValueError: ``texts`` is empty or ``batch_size`` < 1.
+    """
+    chunks = _chunks(texts, batch_size, sort_by_length)
+    if rule is None:
+        return chunks
+    return [list(ClauseBatch.build(chunk, rule).texts) for chunk in chunks]
+
+
 def encode_batches(
     classifier: SentimentClassifier,
     texts: Sequence[str],
     batch_size: int,
     *,
     sort_by_length: bool = False,
+    rule: MixedRule | None = None,
 ) -> list[Batch]:
     """Tokenize ``texts`` into batches the way the worker does, for (a).
 
     Args:
         classifier: The loaded model (its tokenizer and ``max_seq_len``).
-        texts: The texts, at least one.
-        batch_size: Texts per batch (the last batch may be smaller).
+        texts: The comment texts, at least one.
+        batch_size: Comments per batch (the last batch may be smaller).
         sort_by_length: Order texts by length (characters) first, to cut padding.
+        rule: Mixed-sentiment rule: each batch also holds its comments' clauses.
 
     Returns:
-        Per batch: ``input_ids``, ``attention_mask``, ``token_type_ids`` (those the graph takes),
-        int64, shape (batch_size, sequence_length), padded to the longest in the batch.
+        Per onnxruntime call: ``input_ids``, ``attention_mask``, ``token_type_ids`` (those the
+        graph takes), int64, shape (rows, sequence_length); the sub-batches of each batch.
 
     Raises:
         ValueError: ``texts`` is empty or ``batch_size`` < 1.
     """
-    return [classifier.encode(chunk) for chunk in _chunks(texts, batch_size, sort_by_length)]
+    chunks = micro_batches(texts, batch_size, sort_by_length=sort_by_length, rule=rule)
+    return [feeds for chunk in chunks for feeds in classifier.sub_batches(chunk)]
 
 
 def model_throughput(
@@ -143,14 +178,16 @@ def classifier_throughput(
     batch_size: int,
     *,
     sort_by_length: bool = False,
+    rule: MixedRule | None = None,
 ) -> ClassifierRun:
     """(b) ``predict_proba`` on ``texts`` in batches of ``batch_size``.
 
     Args:
         classifier: The loaded model.
         texts: Raw comment texts, at least one.
-        batch_size: Texts per call.
+        batch_size: Comments per call.
         sort_by_length: Order texts by length first (GPU option; the worker keeps Kafka order).
+        rule: Mixed-sentiment rule: each call also classifies its comments' clauses.
 
     Returns:
         The :class:`ClassifierRun`.
@@ -159,7 +196,7 @@ def classifier_throughput(
         ValueError: ``texts`` is empty or ``batch_size`` < 1.
         InferenceError: onnxruntime failed on a batch.
     """
-    chunks = _chunks(texts, batch_size, sort_by_length)
+    chunks = micro_batches(texts, batch_size, sort_by_length=sort_by_length, rule=rule)
     classifier.predict_proba(chunks[0])
     durations = []
     start = time.perf_counter()
@@ -168,4 +205,7 @@ def classifier_throughput(
         classifier.predict_proba(chunk)
         durations.append(time.perf_counter() - began)
     elapsed = time.perf_counter() - start
-    return ClassifierRun(len(texts) / elapsed, statistics.median(durations), batch_size)
+    sequences = sum(len(chunk) for chunk in chunks)
+    return ClassifierRun(
+        sequences / elapsed, statistics.median(durations), batch_size, len(texts) / elapsed
+    )

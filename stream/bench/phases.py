@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stream.bench.model import micro_batches
 from stream.bench.pipeline import BenchWorker, tagged_records
 from stream.bench.runner import Bench, BenchOptions, Echo, best, paired
 from stream.bench.state import run_state
@@ -84,7 +85,7 @@ def _threads_repeat(bench: Bench, workers: dict[str, BenchWorker], repeat: int,
     a, b, c = series
     for t in bench.options.threads:
         a[t].append(bench.measure_a(t))
-        b[t].append(bench.measure_b(t).sequences_per_s)
+        b[t].append(bench.measure_b(t).comments_per_s)
         c[t].append(bench.burst(workers[f"c-t{t}"], f"threads-{repeat}"))
     measured = "  ".join(f"t={t}: a {a[t][-1]:.0f} b {b[t][-1]:.0f} c {c[t][-1]:.0f}"
                          for t in bench.options.threads)  # fmt: skip
@@ -112,7 +113,7 @@ def repeats_phase(bench: Bench, chosen: int, for_a: int, c_worker: BenchWorker) 
     for repeat in range(options.repeats):
         a.append(bench.measure_a(for_a))
         run = bench.measure_b(chosen)
-        b.append(run.sequences_per_s)
+        b.append(run.comments_per_s)
         batch_s.append(run.median_batch_s)
         c.append(bench.burst(c_worker, f"c-{repeat}"))
         d.append(bench.burst(d_worker, f"d-{repeat}"))
@@ -120,7 +121,10 @@ def repeats_phase(bench: Bench, chosen: int, for_a: int, c_worker: BenchWorker) 
                    f"c {c[-1]:.0f}  d {d[-1]:.0f} events/s")  # fmt: skip
     d_worker.stop()
     bench.results["throughput"] = {
-        "unit": "events/s (a, b: sequences/s)", "events_per_run": bench.events_n,
+        "unit": "events/s (a, b: comments/s, each comment with its clauses classified too)",
+        "events_per_run": bench.events_n,
+        "mixed": bench.settings.mixed.model_dump(),
+        "sequences_per_comment": bench.sequences_per_comment(),
         "a": Spread.of(a).to_dict(), "b": Spread.of(b).to_dict(),
         "c": Spread.of(c).to_dict(), "d": Spread.of(d).to_dict(),
         "a_threads": for_a, "worker": c_worker.config.describe(), "baseline": d_config.describe(),
@@ -169,7 +173,7 @@ def sweep_phase(bench: Bench, chosen: int) -> None:
     options = bench.options
     size, wait = options.batch_size, options.max_wait_s
     with bench.shorter_runs(_THREADS_SHARE) as events:
-        b_sweep = {str(s): bench.measure_b(chosen, s).sequences_per_s for s in options.sweep_sizes}
+        b_sweep = {str(s): bench.measure_b(chosen, s).comments_per_s for s in options.sweep_sizes}
         keys = [(s, wait) for s in options.sweep_sizes] + [(size, w) for w in options.max_waits]
         configs = {(s, w): bench.config(f"bs{s}-wait{w:g}", batch_size=s, max_wait_s=w,
                                         threads=chosen) for s, w in keys}  # fmt: skip
@@ -200,14 +204,20 @@ def state_phase(bench: Bench, threads: int) -> None:
     """The state-only mode with the stored predictions of the ``N`` texts."""
     classifier = bench.classifier(threads)
     texts = bench.texts()
+    # the comments and (mixed detection on) their clauses: every text the worker will ask for
+    stored = list(dict.fromkeys(
+        t for batch in micro_batches(texts, bench.options.batch_size, rule=bench.mixed_rule)
+        for t in batch
+    ))  # fmt: skip
     path = write_predictions(
-        bench.work_dir / "stored-predictions.json", texts, classifier.predict_proba(texts),
+        bench.work_dir / "stored-predictions.json", stored, classifier.predict_proba(stored),
         model_version=classifier.model_version, labels=classifier.labels,
     )  # fmt: skip
     config = bench.config("state", threads=threads)
     worker = bench.worker(config, command=worker_command(path))
     users = bench.options.state_users
-    bench.echo(f"state: {users} distinct users, stored predictions of {len(texts)} texts")
+    bench.echo(f"state: {users} distinct users, stored predictions of {len(texts)} comments"
+               f" and their clauses ({len(stored)} texts)")  # fmt: skip
     timeout_s = max(bench.options.phase_timeout_s, users / 100)
     events = bench.workload.events[: bench.events_n]
     result = run_state(worker, events, users, timeout_s=timeout_s, echo=bench.echo)

@@ -37,11 +37,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from stream.bench.model import classifier_throughput, encode_batches, model_throughput
+from stream.bench.model import (
+    classifier_throughput,
+    encode_batches,
+    micro_batches,
+    model_throughput,
+)
 from stream.bench.pipeline import BenchWorker, WorkerConfig, tagged_records
 from stream.bench.stats import Spread, paired_ratio
 from stream.bench.workload import Workload, worker_settings
 from stream.classifier import SentimentClassifier
+from stream.mixed import MixedRule
 from stream.settings import Settings
 
 __all__ = ["BenchOptions", "Bench"]
@@ -153,17 +159,31 @@ class Bench:
         """The ``N`` texts of this run."""
         return self.workload.texts(self.events_n)
 
+    @property
+    def mixed_rule(self) -> MixedRule | None:
+        """The worker's mixed-sentiment rule, or None when clause classification is off."""
+        mixed = self.settings.mixed
+        return MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
+
     def measure_a(self, threads: int) -> float:
-        """(a) at the worker's batch size, sequences/s."""
-        clf, extras = self.classifier(threads), self.options.gpu_extras
-        batches = encode_batches(clf, self.texts(), self.options.batch_size, sort_by_length=extras)
-        return model_throughput(clf, batches, io_binding=extras)
+        """(a) at the worker's batch size, comments/s (each with its clauses, as in the worker)."""
+        clf, extras, texts = self.classifier(threads), self.options.gpu_extras, self.texts()
+        batches = encode_batches(clf, texts, self.options.batch_size, sort_by_length=extras,
+                                 rule=self.mixed_rule)  # fmt: skip
+        sequences = sum(len(b["input_ids"]) for b in batches)
+        return model_throughput(clf, batches, io_binding=extras) * len(texts) / sequences
 
     def measure_b(self, threads: int, batch_size: int | None = None) -> Any:
         """(b) at ``batch_size`` (default the worker's), a :class:`ClassifierRun`."""
         size = batch_size or self.options.batch_size
         return classifier_throughput(self.classifier(threads), self.texts(), size,
-                                     sort_by_length=self.options.gpu_extras)  # fmt: skip
+                                     sort_by_length=self.options.gpu_extras,
+                                     rule=self.mixed_rule)  # fmt: skip
+
+    def sequences_per_comment(self) -> float:
+        """Model sequences per comment of this run's texts (1 + clauses, when mixed is on)."""
+        batches = micro_batches(self.texts(), self.options.batch_size, rule=self.mixed_rule)
+        return sum(len(b) for b in batches) / len(self.texts())
 
     def worker(self, config: WorkerConfig, command: tuple[str, ...] | None = None) -> BenchWorker:
         """A started worker for ``config`` (stopped when the bench ends, or by ``.stop()``)."""
