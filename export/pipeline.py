@@ -142,27 +142,25 @@ def _model_version(record: dict[str, Any]) -> str:
 def _evaluate_graphs(
     out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]
 ) -> dict[str, Any]:
-    """Test-split report of each graph through the worker's own classifier runtime."""
-    from models.evaluate import model_logits, report_for
+    """Test-split report of each graph through the worker's own classifier runtime.
+
+    Each report covers all test rows and, under ``by_language``, each language apart (macro-F1
+    over the classes that language annotates; see :func:`models.evaluate.language_reports`).
+    """
+    from models.evaluate import language_reports, model_logits, report_for
     from models.metrics import softmax
 
+    keep = ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "n")
     reports = {}
     for name in graphs:
-        report = report_for(
-            softmax(model_logits(out_dir, texts, variant=name, progress=False)), test
-        )
+        probabilities = softmax(model_logits(out_dir, texts, variant=name, progress=False))
+        report = report_for(probabilities, test)
         reports[name] = {
-            k: report[k]
-            for k in (
-                "accuracy",
-                "macro_f1",
-                "ece",
-                "per_class",
-                "confusion_matrix",
-                "confidence_1",
-                "confidence_below_1",
-            )
-            if k in report
+            k: report[k] for k in (*keep, "confidence_1", "confidence_below_1") if k in report
+        }
+        reports[name]["by_language"] = {
+            lang: {k: v for k, v in rep.items() if k in keep}
+            for lang, rep in language_reports(probabilities, test).items()
         }
     return reports
 

