@@ -481,7 +481,7 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of (a)-(d); medians need >= 3.")] = 3,
     events: Annotated[int, typer.Option(
         min=0, help="Events per (c)/(d) run; 0 = (c)'s rate on a short run x --burst-s.")] = 0,
-    burst_s: Annotated[float, typer.Option(min=0.1, help="Target seconds of one (c) run.")] = 6.0,
+    burst_s: Annotated[float, typer.Option(min=0.1, help="Target seconds of one (c) run (long enough that the wait for the first fetch of a run does not count as lost throughput).")] = 20.0,
     batch_size: Annotated[int, typer.Option(
         min=1, help="The worker's max_batch_size for (a) and (c).")] = 64,
     max_wait_s: Annotated[float, typer.Option(

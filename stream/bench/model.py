@@ -12,8 +12,8 @@ Throughput is sequences per second of wall time over all batches.
 
 Mixed sentiment (``rule`` given, as in the worker by default): each micro-batch of comments is
 followed by the clauses of those comments (:class:`stream.mixed.ClauseBatch`), so (a) and (b) run
-exactly the sequences the worker's model calls run. :attr:`ClassifierRun.comments_per_s` and
-:func:`per_comment` turn sequences/s into comments/s, the unit of the pipeline's events/s.
+exactly the sequences the worker's model calls run. :attr:`ClassifierRun.comments_per_s` and the
+runner's (a) count comments per second (each with its clauses), the unit of the pipeline's events/s.
 
 GPU options (``device="cuda"``): ``sort_by_length`` orders the texts by length before cutting
 them into batches, so each batch pads less (the worker does not do this: it keeps Kafka order);

@@ -78,10 +78,10 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
     worker = t["worker"]
     lines = [f"throughput (median [min .. max] of {len(t['c']['values'])} runs, "
              f"{t['events_per_run']} events per run)",
-             _measure_row("(a) model ceiling", t["a"], "sequences/s",
+             _measure_row("(a) model ceiling", t["a"], "comments/s",
                           f"onnxruntime on pre-tokenized batches of {worker['max_batch_size']}, "
                           f"{t['a_threads']} thread(s)"),
-             _measure_row("(b) classifier", t["b"], "sequences/s", "tokenization + inference"),
+             _measure_row("(b) classifier", t["b"], "comments/s", "tokenization + inference"),
              _measure_row("(c) pipeline", t["c"], "events/s",
                           f"real broker + worker, batch {worker['max_batch_size']}, max_wait_s "
                           f"{worker['max_wait_s']}, {worker['intra_op_threads']} thread(s)"),
@@ -111,7 +111,7 @@ def _sweep_lines(results: dict[str, Any]) -> list[str]:
     if not sweep:
         return []
     lines = ["batch-size sweep   size:  " + "  ".join(f"{s:>6}" for s in sweep["b"])]
-    lines.append(_sweep_row("(b) sequences/s", sweep["b"]))
+    lines.append(_sweep_row("(b) comments/s", sweep["b"]))
     lines.append(_sweep_row("(c) events/s", sweep["c"]))
     for run in results.get("max_wait", []):
         lat = run["latency"]["latency_s"]
@@ -196,7 +196,7 @@ def _sweep(ax: Any, results: dict[str, Any]) -> None:
     if not sweep:
         return
     sizes = [int(s) for s in sweep["b"]]
-    ax.plot(sizes, list(sweep["b"].values()), "o-", label="(b) classifier, sequences/s")
+    ax.plot(sizes, list(sweep["b"].values()), "o-", label="(b) classifier, comments/s")
     ax.plot([int(s) for s in sweep["c"]], list(sweep["c"].values()), "s-",
             label="(c) pipeline, events/s")  # fmt: skip
     ax.set_xscale("log", base=2)
