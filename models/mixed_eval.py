@@ -86,15 +86,15 @@ def evaluate_mixed(
         batch = ClauseBatch.build([r["text"] for r in rows], MixedRule())
         proba = list(clf.predict_proba(list(batch.texts)))
         truth = [r["mixed"] for r in rows]
-        by_threshold = {}
-        for t in sorted({threshold, *THRESHOLDS}):
-            verdicts = batch.resolve(proba, MixedRule(threshold=t))
-            by_threshold[t] = flag_report(truth, [bool(v and v.mixed) for v in verdicts])
-        verdicts = batch.resolve(proba, MixedRule(threshold=threshold))
+        flagged = {
+            t: [bool(v and v.mixed) for v in batch.resolve(proba, MixedRule(threshold=t))]
+            for t in sorted({threshold, *THRESHOLDS})
+        }
+        by_threshold = {t: flag_report(truth, flags) for t, flags in flagged.items()}
         errors = [
             {"text": r["text"], "mixed": r["mixed"]}
-            for r, v in zip(rows, verdicts, strict=True)
-            if bool(v and v.mixed) != r["mixed"]
+            for r, flag in zip(rows, flagged[threshold], strict=True)
+            if flag != r["mixed"]
         ]
         lang = path.stem.removeprefix("eval_")
         result["languages"][lang] = {
