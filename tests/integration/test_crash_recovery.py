@@ -80,11 +80,13 @@ def test_kill_9_during_load_loses_and_doubles_nothing(
     kill9(worker)
 
     restarted = start_worker(settings, tmp_path / "worker.log")
-    sent = producer.result()
-    expected = offline_profiles(sent, tiny_model_dir)
-    wait_for_profiles(bootstrap, settings, expected, restarted)
-    samples = scrape(settings.metrics_port)
-    restarted.stop()
+    try:  # a failed wait must not leave the worker running after the test
+        sent = producer.result()
+        expected = offline_profiles(sent, tiny_model_dir)
+        wait_for_profiles(bootstrap, settings, expected, restarted)
+        samples = scrape(settings.metrics_port)
+    finally:
+        restarted.stop()
     Trial(f"kill9-during-load seed={seed}", {
         "events": len(sent), "users": len(expected), "killed_after_consumed": kill_after,
         "redelivered_duplicates_skipped": metric(samples,
