@@ -286,12 +286,15 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
     n_batches = math.ceil(epoch_size / cfg.batch_size)
     started, elapsed_before = time.monotonic(), state["elapsed_s"] if state else 0.0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain (MLM)", unit="step")
+    batches_of: dict[int, list[list[int]]] = {}  # one pass's batches, drawn from its index only
     while step < cfg.max_steps:
         epoch, index = divmod(step, n_batches)
-        epoch_rng = random.Random(cfg.seed * 1000 + epoch)
-        batch_ids = _length_bucketed_batches(
-            lengths, cfg.batch_size, epoch_rng, _epoch_rows(rows, cfg.epoch_fraction, epoch_rng)
-        )[index]
+        if epoch not in batches_of:
+            epoch_rng = random.Random(cfg.seed * 1000 + epoch)
+            picked = _epoch_rows(rows, cfg.epoch_fraction, epoch_rng)
+            batches = _length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
+            batches_of = {epoch: batches}
+        batch_ids = batches_of[epoch][index]
         batch = _masked_batch(
             tokenizer, collator, [corpus[i] for i in batch_ids], cfg,
             torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
