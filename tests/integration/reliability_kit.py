@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -73,7 +74,7 @@ def worker_settings(
                    "erasure": name("erasure"), "partitions": PARTITIONS},
         "batch": {"max_batch_size": 32, "max_wait_s": 0.05},
         "model": {"path": model_dir, "device": "cpu", "intra_op_threads": 1},
-        "log_level": "info",
+        "log_level": os.environ.get("PORTRAIT_TEST_WORKER_LOG_LEVEL", "info"),
     }  # fmt: skip
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
@@ -378,10 +379,43 @@ def wait_for_profiles(
     """Read profile updates until every expected user's version arrived, then check them all."""  # noqa: E501
     updates = read_topic(bootstrap, settings.topics.profile_updates, caught_up(expected),
                          timeout_s)  # fmt: skip
-    tail = worker.log_tail() if worker is not None else ""
-    assert caught_up(expected)(updates), _missing(updates, expected) + "\n" + tail
+    if not caught_up(expected)(updates):
+        diagnosis = _group_state(bootstrap, settings)
+        if worker is not None:
+            diagnosis += "\n" + _group_history(worker.log_path) + "\n" + worker.log_tail()
+        raise AssertionError(_missing(updates, expected) + "\n" + diagnosis)
     assert_profiles_match(updates, expected)
     return updates
+
+
+GROUP_EVENT = re.compile(r"Joined group|Elected|synced group|Revoking|re-?joining|Heartbeat failed"
+                         r"|Worker ready|Seek|paus|resum|ERROR|WARNING", re.IGNORECASE)  # fmt: skip
+"""Log lines of a worker that tell its consumer group's history (joins, assignments, errors)."""
+
+
+def _group_history(log_path: Path, limit: int = 60) -> str:
+    """The last ``limit`` consumer-group lines of a worker log, for a failure message."""
+    lines = [line[:240] for line in iter_log_lines(log_path) if GROUP_EVENT.search(line)]
+    return "group history (worker log):\n" + "\n".join(lines[-limit:])
+
+
+def _group_state(bootstrap: str, settings: Settings) -> str:
+    """The group's committed offset and the end offset of every source partition, asked per
+    partition (not the all-partitions OffsetFetch), for a failure message."""
+    topics = (settings.topics.comments, settings.topics.behavior)
+    tps = [TopicPartition(t, p) for t in topics for p in range(settings.topics.partitions)]
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.app_id,
+                                 enable_auto_commit=False)  # fmt: skip
+        try:
+            ends = consumer.end_offsets(tps)
+            rows = [f"{tp.topic}[{tp.partition}] committed={consumer.committed(tp)} "
+                    f"end={ends.get(tp)}" for tp in tps]  # fmt: skip
+        finally:
+            consumer.close(autocommit=False)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the assertion
+        return f"group state unavailable: {exc!r}"
+    return "group state (broker):\n" + "\n".join(rows)
 
 
 def _missing(updates: list[Any], expected: dict[str, Profile]) -> str:
