@@ -95,6 +95,32 @@ def test_kill_9_during_load_loses_and_doubles_nothing(
     }).report()  # fmt: skip
 
 
+def test_kill_9_before_the_first_commit_loses_nothing(
+    broker: Any, settings: Settings, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The worker dies before it ever committed; the restarted one starts without offsets.
+
+    All events are on the broker first, so the restarted worker fetches records while it is
+    still recovering its table, and nothing tells it where to start but
+    ``consumer_auto_offset_reset="earliest"``. One kill -9 trial above failed this way (the
+    group had no committed offset, and the restarted worker lost a run of records per
+    partition); this case makes that start deterministic.
+    """
+    bootstrap = broker.bootstrap_servers
+    sent = produce(bootstrap, seeded_events(settings, 41, USERS, EVENTS))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    wait_until(lambda: consumed(worker) >= 1, 60, "the first events consumed")
+    kill9(worker)  # within the first commit interval: nothing committed yet
+    assert committed_offsets(bootstrap, settings.app_id) == {}, worker.log_tail()
+
+    restarted = start_worker(settings, tmp_path / "worker.log")
+    try:
+        wait_for_profiles(bootstrap, settings, offline_profiles(sent, tiny_model_dir), restarted)
+    finally:
+        restarted.stop()
+    Trial("kill9-before-first-commit", {"events": len(sent), "result": "exact"}).report()
+
+
 def test_three_clean_restarts_change_nothing(
     broker: Any, settings: Settings, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
