@@ -562,3 +562,65 @@ def test_table_store_binds_each_record_as_fausts_current_event() -> None:
     assert table.bound == [first, second, first]
     assert faust.current_event() is None  # the binding does not leak out
     assert list(table) == [b"u1"]
+
+
+def test_uncommitted_source_partitions_are_the_ones_to_rewind() -> None:
+    from faust.types import TP
+
+    from stream.app import uncommitted_source_partitions
+
+    source = [TP("comments", 0), TP("comments", 1), TP("behavior", 0), TP("behavior", 1)]
+    changelog = TP("app-profiles-changelog", 0)
+    committed = {source[0]: 12, source[1]: None, source[2]: 0, source[3]: 7, changelog: None}
+    rewind = uncommitted_source_partitions(committed, lambda tp: tp.topic.endswith("-changelog"))
+    assert rewind == [source[1], source[2]]  # none committed, or 0: from the first offset
+
+
+def test_the_app_consumes_through_the_seek_first_consumer(tmp_path: Any) -> None:
+    from stream.app import SeekFirstConsumer, create_app
+    from stream.settings import load_settings
+
+    settings = load_settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"}, state_dir=tmp_path, metrics_port=0
+    )
+    app = create_app(settings, classifier=FakeClassifier())
+    assert app.transport.Consumer is SeekFirstConsumer
+
+
+def test_source_partitions_deliver_nothing_until_seeked_to_their_committed_offsets(
+    tmp_path: Any,
+) -> None:
+    from faust.types import TP
+
+    from stream.app import changelog_topic_name, create_app
+    from stream.settings import load_settings
+
+    settings = load_settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"}, state_dir=tmp_path, metrics_port=0
+    )
+    consumer = create_app(settings, classifier=FakeClassifier()).consumer
+    committed, never = TP("comments", 0), TP("behavior", 1)
+    changelog = TP(changelog_topic_name(settings.app_id), 0)
+
+    class FakeConsumerThread:  # what perform_seek reaches of aiokafka
+        active_while_seeking: set[TP] | None = None
+        seeks: list[tuple[TP, int]] = []
+
+        def assignment(self) -> set[TP]:
+            return {committed, never, changelog}
+
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            self.active_while_seeking = set(consumer._get_active_partitions())
+            return {committed: 5, never: None, changelog: None}
+
+        def seek(self, tp: TP, offset: int) -> None:
+            self.seeks.append((tp, offset))
+
+    thread = FakeConsumerThread()
+    consumer._thread = thread
+    consumer.resume_partitions({committed, never})  # what recovery does just before the seek
+    asyncio.run(consumer.perform_seek())
+    assert thread.active_while_seeking == set()  # read-ahead records are not handed out
+    assert {committed, never} <= consumer._get_active_partitions()
+    assert thread.seeks == [(never, 0)]  # no committed offset: from the first offset
+    assert consumer._read_offset[committed] == 5 and consumer._read_offset[never] is None
