@@ -110,9 +110,10 @@ def shape_cases(
         ``(name, batch)`` pairs; batch arrays are int64, shape (batch_size, sequence_length).
     """
     rng = random.Random(seed)
-    pieces = [
-        i for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in ids
-    ]
+    # Whole texts on purpose (their pieces are concatenated, then cut to each shape), so no
+    # truncation; verbose=False drops transformers' ">512 tokens" warning about exactly that.
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    pieces = [i for ids in encoded for i in ids]
     longest = max(seq_len for _, seq_len in shapes)
     pieces = pieces * (longest // max(1, len(pieces)) + 1)  # short text sets are repeated to fill
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
