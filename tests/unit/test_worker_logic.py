@@ -576,13 +576,19 @@ def test_uncommitted_source_partitions_are_the_ones_to_rewind() -> None:
     assert rewind == [source[1], source[2]]  # none committed, or 0: from the first offset
 
 
-def test_the_app_consumes_through_the_seek_first_consumer(tmp_path: Any) -> None:
-    from stream.app import SeekFirstConsumer, create_app
+def _offline_app_settings(tmp_path: Any) -> Any:
+    """Settings for building the app without a broker (nothing connects until it starts)."""
     from stream.settings import load_settings
 
-    settings = load_settings(
+    return load_settings(
         kafka={"bootstrap_servers": "127.0.0.1:9"}, state_dir=tmp_path, metrics_port=0
     )
+
+
+def test_the_app_consumes_through_the_seek_first_consumer(tmp_path: Any) -> None:
+    from stream.app import SeekFirstConsumer, create_app
+
+    settings = _offline_app_settings(tmp_path)
     app = create_app(settings, classifier=FakeClassifier())
     assert app.transport.Consumer is SeekFirstConsumer
 
@@ -593,18 +599,16 @@ def test_source_partitions_deliver_nothing_until_seeked_to_their_committed_offse
     from faust.types import TP
 
     from stream.app import changelog_topic_name, create_app
-    from stream.settings import load_settings
 
-    settings = load_settings(
-        kafka={"bootstrap_servers": "127.0.0.1:9"}, state_dir=tmp_path, metrics_port=0
-    )
+    settings = _offline_app_settings(tmp_path)
     consumer = create_app(settings, classifier=FakeClassifier()).consumer
     committed, never = TP("comments", 0), TP("behavior", 1)
     changelog = TP(changelog_topic_name(settings.app_id), 0)
 
     class FakeConsumerThread:  # what perform_seek reaches of aiokafka
-        active_while_seeking: set[TP] | None = None
-        seeks: list[tuple[TP, int]] = []
+        def __init__(self) -> None:
+            self.active_while_seeking: set[TP] | None = None
+            self.seeks: list[tuple[TP, int]] = []
 
         def assignment(self) -> set[TP]:
             return {committed, never, changelog}
