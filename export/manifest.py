@@ -29,6 +29,12 @@ _PRECISION = {
     "int8": "int8 dynamic (weights int8, activations quantised at run time)",
     "fp16": "float16",
 }
+_ROWS_PER_RUN = {"int8": 1}
+"""Variants whose verdicts would depend on the other rows of a run: dynamic quantisation scales
+activations per tensor, i.e. over every row of a batch (microsoft/onnxruntime#10111), so the
+runtime feeds them one row per run (on 2 cores no slower than padded batches: the README's
+"Verdicts independent of the micro-batch" gives the figures)."""
+
 _PROVIDERS = {
     "fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"],
     "int8": ["CPUExecutionProvider"],
@@ -50,7 +56,12 @@ def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         FileNotFoundError: no graph or no ``tokenizer.json`` in ``model_dir``.
     """
     variants = {
-        name: {"file": file, "precision": _PRECISION[name], "providers": _PROVIDERS[name]}
+        name: {
+            "file": file,
+            "precision": _PRECISION[name],
+            "providers": _PROVIDERS[name],
+            **({"rows_per_run": _ROWS_PER_RUN[name]} if name in _ROWS_PER_RUN else {}),
+        }
         for name, file in VARIANT_FILES.items()
         if (model_dir / file).is_file()
     }

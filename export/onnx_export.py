@@ -23,7 +23,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
+
+from models.classifier import load_classifier
 
 __all__ = [
     "INPUT_NAMES",
@@ -44,7 +46,7 @@ OPSET = 17
 class _LogitsOnly(torch.nn.Module):
     """Wraps the classifier so the graph has one output, ``logits``."""
 
-    def __init__(self, model: BertForSequenceClassification) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
@@ -56,22 +58,21 @@ class _LogitsOnly(torch.nn.Module):
         ).logits
 
 
-def load_checkpoint(path: Path) -> tuple[BertForSequenceClassification, object]:
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, object]:
     """Load a fine-tuned checkpoint and its tokenizer for export, in eval mode, eager attention.
 
-    Eager attention is what onnxruntime's BERT optimiser recognises and fuses.
+    Eager attention is what onnxruntime's BERT optimiser recognises and fuses. The class is the
+    one the checkpoint's config names (:func:`models.classifier.load_classifier`).
 
     Raises:
         OSError: the directory holds no checkpoint.
     """
-    model = BertForSequenceClassification.from_pretrained(path, attn_implementation="eager")
+    model = load_classifier(path, attn_implementation="eager")
     model.eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def export_fp32(
-    model: BertForSequenceClassification, out_path: Path, *, opset: int = OPSET
-) -> Path:
+def export_fp32(model: torch.nn.Module, out_path: Path, *, opset: int = OPSET) -> Path:
     """Export the classifier to ONNX with named dynamic axes (batch_size, sequence_length).
 
     The example input is a padded batch of two rows of different lengths: without padding in the

@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from export.manifest import VARIANT_FILES, read_manifest, write_manifest
 from export.onnx_export import OPSET, export_fp32, load_checkpoint, optimise, quantise_int8, to_fp16
-from export.validate import torch_logits_fn, validate
+from export.validate import (
+    BATCH_INDEPENDENCE_TOLERANCE,
+    ParityError,
+    runtime_batch_independence,
+    torch_logits_fn,
+    validate,
+)
 from models.data import LABELS, load, split
 
 __all__ = ["ARTIFACT_DIR", "run_export", "ship"]
@@ -59,7 +65,9 @@ def _graphs(
     if "fp16" in variants:
         paths["fp16"] = to_fp16(paths["fp32"], out_dir / VARIANT_FILES["fp16"])
     bar.update(1)
-    tokenizer.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+    backend = tokenizer.backend_tokenizer
+    backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    backend.save(str(out_dir / "tokenizer.json"))  # the runtime pads with the token named here
     return model, tokenizer, paths
 
 
@@ -120,11 +128,17 @@ def run_export(
     texts, labels = [r.text for r in test], [r.label_id for r in test]
     checked = {k: v for k, v in paths.items() if not (validate_cpu_variants_only and k == "fp16")}
     bar.set_postfix(stage="validate")
+    rows_per_run = {
+        name: int(v.get("rows_per_run", 0))
+        for name, v in read_manifest(out_dir)["variants"].items()
+    }
     report = validate(
-        torch_logits_fn(model), checked, tokenizer, texts, labels, max_seq_len=max_seq_len
-    )
-    bar.update(1)
+        torch_logits_fn(model), checked, tokenizer, texts, labels,
+        max_seq_len=max_seq_len, rows_per_run=rows_per_run,
+    )  # fmt: skip
     meta["validation"] = asdict(report)
+    meta["validation"]["batch_independence"] = _batch_independence(out_dir, checked, texts)
+    bar.update(1)
     bar.set_postfix(stage="evaluate")
     meta["evaluation"] = _evaluate_graphs(out_dir, checked, texts, test)
     meta["export_wall_time_s"] = round(time.monotonic() - started, 1)
@@ -134,9 +148,35 @@ def run_export(
     return manifest
 
 
+def _batch_independence(
+    out_dir: Path, graphs: dict[str, Path], texts: list[str]
+) -> dict[str, dict[str, float]]:
+    """The runtime gate: each test text alone vs in micro-batches of 64, per CPU graph.
+
+    Raises:
+        ParityError: a probability moved by more than the tolerance or a label changed.
+    """
+    figures, failures = {}, []
+    for name in graphs:
+        if name == "fp16":  # a CUDA graph; the CPU provider runs it too slowly to matter
+            continue
+        worst, changed = runtime_batch_independence(out_dir, name, texts)
+        figures[name] = {"max_abs_diff": worst, "labels_changed": changed, "texts": len(texts)}
+        if worst > BATCH_INDEPENDENCE_TOLERANCE or changed:
+            failures.append(
+                f"{name}: alone vs micro-batch max |p diff| {worst:.2e} "
+                f"(> {BATCH_INDEPENDENCE_TOLERANCE}?), {changed} labels changed"
+            )
+    if failures:
+        raise ParityError(failures)
+    return figures
+
+
 def _model_version(record: dict[str, Any]) -> str:
+    """``portrait-sentiment-<base name>-<data sha256[:8]>-s<steps>``."""
     digest = (record.get("data_sha256") or "nodata")[:8]
-    return f"portrait-sentiment-minilm-l6-{digest}-s{record.get('steps', 0)}"
+    name = record.get("base_name", "minilm-l6")
+    return f"portrait-sentiment-{name}-{digest}-s{record.get('steps', 0)}"
 
 
 def _evaluate_graphs(

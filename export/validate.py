@@ -7,7 +7,11 @@ Checks (thresholds from Portrait's model contract):
   texts, and on real texts batched as the worker batches them;
 - batch invariance: each row of a padded batch equals the same sequence run alone within 1e-4;
 - reduced-precision graphs (int8, fp16): predicted-label agreement with the fp32 graph >= 0.96 and
-  macro-F1 within 0.01 of the fp32 graph's, on labelled real texts.
+  macro-F1 within 0.01 of the fp32 graph's, on labelled real texts, each graph run as the runtime
+  runs it (``rows_per_run``: int8 one row at a time);
+- through the worker's own runtime (:func:`runtime_batch_independence`): every text's
+  probabilities alone and inside micro-batches of 64 mixed-length texts (which the runtime cuts
+  into its length-sorted sub-batches) differ by at most 1e-3, and no label changes.
 
 A failing check does not stop the others: :func:`validate` collects every failing case and raises
 :class:`ParityError` listing all of them.
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (1, 8), (7, 64), (32, 128), (3, 512))
 FP32_TOLERANCE = 1e-4
+BATCH_INDEPENDENCE_TOLERANCE = 1e-3
+"""Largest |probability difference| allowed between a text alone and inside a micro-batch."""
 MIN_AGREEMENT = 0.96
 MAX_MACRO_F1_DROP = 0.01
 
@@ -103,7 +109,8 @@ def shape_cases(
 
     Row 0 of each batch fills the whole sequence_length; the others get seeded random lengths in
     [1, sequence_length], padded with the pad id and attention_mask 0. Each sequence is
-    ``[CLS] + word pieces of real texts + [SEP]`` (just ``[CLS]`` at length 1); the word pieces
+    ``[CLS] + word pieces of real texts + [SEP]`` (``<s>`` and ``</s>`` for a tokenizer without
+    ``[CLS]``; just the first at length 1); the word pieces
     of ``texts`` are repeated when they are fewer than the longest sequence needs.
 
     Returns:
@@ -116,7 +123,9 @@ def shape_cases(
     pieces = [i for ids in encoded for i in ids]
     longest = max(seq_len for _, seq_len in shapes)
     pieces = pieces * (longest // max(1, len(pieces)) + 1)  # short text sets are repeated to fill
-    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
     cases = []
     for batch_size, seq_len in shapes:
         ids = np.full((batch_size, seq_len), pad, dtype=np.int64)
@@ -173,6 +182,41 @@ def _all_logits(
     return out
 
 
+def _row_batches(
+    batches: Sequence[tuple[list[int], Batch]],
+) -> list[tuple[list[int], Batch]]:
+    """The same rows one at a time, each cut to its own length (how ``rows_per_run: 1`` runs)."""
+    out = []
+    for idx, batch in batches:
+        for row, i in enumerate(idx):
+            n = int(batch["attention_mask"][row].sum())
+            out.append(([i], {k: v[row : row + 1, :n] for k, v in batch.items()}))
+    return out
+
+
+def runtime_batch_independence(
+    model_dir: Path, variant: str, texts: Sequence[str], batch_size: int = 64
+) -> tuple[float, int]:
+    """Probabilities of each text alone vs inside micro-batches, through the worker's runtime.
+
+    The micro-batches take ``texts`` in their given order (mixed lengths), ``batch_size`` at a
+    time; :class:`stream.classifier.SentimentClassifier` cuts each into its length-sorted
+    sub-batches exactly as the worker does.
+
+    Returns:
+        The largest |probability difference| and the number of texts whose label changed.
+    """
+    from stream.classifier import SentimentClassifier
+
+    clf = SentimentClassifier.load(model_dir, device="cpu", variant=variant)
+    alone = np.concatenate([clf.predict_proba([t]) for t in texts])
+    together = np.concatenate(
+        [clf.predict_proba(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    )
+    changed = int((alone.argmax(1) != together.argmax(1)).sum())
+    return float(np.abs(alone - together).max()), changed
+
+
 def _batch_invariance(fn: LogitsFn, cases: Sequence[tuple[str, Batch]]) -> tuple[float, list[str]]:
     worst, failures = 0.0, []
     for name, batch in cases:
@@ -197,6 +241,7 @@ def validate(
     labels: Sequence[int],
     *,
     max_seq_len: int,
+    rows_per_run: Mapping[str, int] | None = None,
 ) -> ParityReport:
     """Validate every graph against ``reference`` (the PyTorch model); see the module docstring.
 
@@ -207,6 +252,8 @@ def validate(
         tokenizer: the checkpoint's HF tokenizer.
         texts, labels: labelled real texts (label indices in the model's order).
         max_seq_len: truncation length for the real-text batches, in tokens.
+        rows_per_run: graph name -> rows per onnxruntime run in the runtime (the manifest's
+            ``rows_per_run``); such a graph is measured one row at a time, as it runs.
 
     Returns:
         The measured figures.
@@ -222,7 +269,8 @@ def validate(
     for name, path in graphs.items():
         session = _session(path)
         fn: LogitsFn = lambda b, s=session: onnx_logits(s, b)  # noqa: E731
-        logits = _all_logits(fn, batches, len(texts))
+        one_row = (rows_per_run or {}).get(name) == 1
+        logits = _all_logits(fn, _row_batches(batches) if one_row else batches, len(texts))
         report.macro_f1[name] = float(
             classification_report(labels, logits.argmax(1).tolist())["macro_f1"]
         )

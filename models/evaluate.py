@@ -86,11 +86,12 @@ def model_logits(
             ]
         )
     if (path / "config.json").is_file():
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from transformers import AutoTokenizer
 
+        from models.classifier import load_classifier
         from models.train import predict_logits
 
-        model = BertForSequenceClassification.from_pretrained(path)
+        model = load_classifier(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         max_len = (
             json.loads((path / "training.json").read_text())["config"]["max_seq_len"]

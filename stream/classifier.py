@@ -82,6 +82,7 @@ class _Manifest:
     default_variant: dict[str, str]
     variants: dict[str, str]
     files: dict[str, str]
+    rows_per_run: dict[str, int]
 
 
 class SentimentClassifier:
@@ -99,6 +100,10 @@ class SentimentClassifier:
             ``"CUDAExecutionProvider"``.
         device: ``"cpu"`` or ``"cuda"``.
         variant: Graph variant in use, e.g. ``"int8"``, ``"fp16"``, ``"fp32"``.
+        rows_per_run: Most rows one onnxruntime run takes (the manifest's ``rows_per_run`` for
+            the variant; 0 = no limit). 1 for dynamically quantised int8 graphs, whose
+            activation scales span every row of a run: one row per run makes a verdict
+            independent of the other comments of its micro-batch.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class SentimentClassifier:
         self.max_seq_len = manifest.max_seq_len
         self.model_version = manifest.model_version
         self.variant = variant
+        self.rows_per_run = manifest.rows_per_run.get(variant, 0)
         self.provider = session.get_providers()[0]
         self.device = "cuda" if self.provider == _CUDA else "cpu"
 
@@ -224,11 +230,11 @@ class SentimentClassifier:
         padded to the batch's longest. The sub-batch rule (:func:`_sub_batches`): walking the
         sorted rows, a new sub-batch starts when the next row is more than
         ``_SUB_BATCH_LENGTH_RATIO`` times as long as the current sub-batch's shortest row and the
-        current sub-batch already has ``_SUB_BATCH_MIN_ROWS`` rows. The logits are written back
-        in input order. With the attention mask a row's logits do not depend on the other rows
-        or on padding, up to float rounding (fp32); int8 graphs with dynamic quantisation
-        quantise activations per tensor, so their logits move slightly with batch composition,
-        as they did with one padded batch.
+        current sub-batch already has ``_SUB_BATCH_MIN_ROWS`` rows, or when it has
+        :attr:`rows_per_run` rows. The logits are written back in input order. With the attention
+        mask a row's logits do not depend on the other rows or on padding, up to float rounding
+        (fp32); graphs quantised dynamically (int8) quantise activations per run, so their
+        manifest asks for one row per run and a row's logits then depend on the row alone.
 
         Returns:
             float32 logits, shape (batch_size, num_labels), in input order; shape
@@ -266,7 +272,7 @@ class SentimentClassifier:
         feeds, lengths = self._encode(texts)
         order = np.argsort(lengths, kind="stable")
         plan = []
-        for start, stop in _sub_batches(lengths[order]):
+        for start, stop in _sub_batches(lengths[order], self.rows_per_run):
             rows = order[start:stop]
             width = int(lengths[rows[-1]])  # the longest: rows are sorted by length
             plan.append((rows, {name: array[rows, :width] for name, array in feeds.items()}))
@@ -310,7 +316,7 @@ class SentimentClassifier:
         return _softmax(logits.astype(np.float64)).astype(np.float32)
 
 
-def _sub_batches(sorted_lengths: NDArray[np.int64]) -> list[tuple[int, int]]:
+def _sub_batches(sorted_lengths: NDArray[np.int64], max_rows: int = 0) -> list[tuple[int, int]]:
     """Cut rows sorted by token count into length-homogeneous sub-batches.
 
     A new sub-batch starts at row ``i`` when ``sorted_lengths[i]`` exceeds
@@ -318,11 +324,13 @@ def _sub_batches(sorted_lengths: NDArray[np.int64]) -> list[tuple[int, int]]:
     current sub-batch has at least ``_SUB_BATCH_MIN_ROWS`` rows. So each row is padded to at
     most ``_SUB_BATCH_LENGTH_RATIO`` times its own token count, except in a sub-batch that the
     minimum keeps whole; the minimum bounds the number of onnxruntime calls and keeps their
-    matrix products from getting too small to run efficiently.
+    matrix products from getting too small to run efficiently. A sub-batch never takes more than
+    ``max_rows`` rows (0 = no limit).
 
     Args:
         sorted_lengths: Token counts in ascending order: int64, shape (batch_size,), at least
             one row.
+        max_rows: The most rows in one sub-batch; 0 = no limit.
 
     Returns:
         ``(start, stop)`` row ranges that cover ``0 .. batch_size`` in order, none empty.
@@ -331,7 +339,10 @@ def _sub_batches(sorted_lengths: NDArray[np.int64]) -> list[tuple[int, int]]:
     start = 0
     for i in range(1, len(sorted_lengths)):
         long_enough = i - start >= _SUB_BATCH_MIN_ROWS
-        if long_enough and sorted_lengths[i] > _SUB_BATCH_LENGTH_RATIO * sorted_lengths[start]:
+        full = 0 < max_rows <= i - start
+        if full or (
+            long_enough and sorted_lengths[i] > _SUB_BATCH_LENGTH_RATIO * sorted_lengths[start]
+        ):
             bounds.append((start, i))
             start = i
     bounds.append((start, len(sorted_lengths)))
@@ -379,6 +390,11 @@ def _read_manifest(model_dir: Path) -> _Manifest:
     try:
         raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         variants = {str(k): str(v["file"]) for k, v in raw["variants"].items()}
+        rows_per_run = {
+            str(k): int(v["rows_per_run"])
+            for k, v in raw["variants"].items()
+            if "rows_per_run" in v
+        }
         manifest = _Manifest(
             model_version=str(raw["model_version"]),
             labels=tuple(str(label) for label in raw["labels"]),
@@ -386,6 +402,7 @@ def _read_manifest(model_dir: Path) -> _Manifest:
             default_variant={str(k): str(v) for k, v in raw.get("default_variant", {}).items()},
             variants=variants,
             files={str(k): str(v) for k, v in raw.get("files", {}).items()},
+            rows_per_run=rows_per_run,
         )
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{path} is missing; {_FIX_HINT}", path=path) from exc

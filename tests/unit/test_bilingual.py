@@ -134,6 +134,34 @@ def test_bilingual_training_runs_with_polar_only_rows(
     assert languages(_rows()) == {"en": ("negative", "neutral", "positive"), "zh": POLAR}
 
 
+def test_fine_tuning_interrupted_and_resumed_ends_where_one_run_ends(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.train as train_mod
+    from models.resume import STATE_FILE
+
+    monkeypatch.setattr(train_mod, "load", lambda source: _rows())
+
+    def run(out: Path, max_steps: int) -> dict[str, object]:
+        return train_mod.train(
+            train_mod.TrainConfig(
+                data="fake", base=str(tiny_base), out_dir=str(out), epochs=1, batch_size=8,
+                evals_per_epoch=2, max_steps=max_steps, checkpoint_every=2,
+            )
+        )  # fmt: skip
+
+    whole = run(tmp_path / "whole", 6)
+    run(tmp_path / "parts", 3)  # stopped part-way, as a session ending would
+    resumed = run(tmp_path / "parts", 6)
+    assert resumed["steps"] == whole["steps"] == 6
+    assert [h["step"] for h in whole["history"]] == [6]
+    assert [h["step"] for h in resumed["history"]] == [3, 6]  # the stop validates, then goes on
+    a = torch.load(tmp_path / "whole" / "resume" / STATE_FILE, weights_only=False)["model"]
+    b = torch.load(tmp_path / "parts" / "resume" / STATE_FILE, weights_only=False)["model"]
+    for name, value in a.items():
+        torch.testing.assert_close(b[name], value, msg=name)
+
+
 def test_polar_rows_only_keep_neutral_a_margin_below_their_label() -> None:
     from models.train import UNANNOTATED_MARGIN, _unannotated_hinge
 

@@ -122,6 +122,8 @@ def test_sub_batch_rule_cuts_at_length_ratio_after_min_rows() -> None:
     assert _sub_batches(lengths) == [(0, 16), (16, 24), (24, 26)]  # 3 <= 1.5 x 2 stays in
     assert _sub_batches(np.array([2, 3, 64], dtype=np.int64)) == [(0, 3)]  # fewer than 8 rows
     assert _sub_batches(np.array([7], dtype=np.int64)) == [(0, 1)]
+    assert _sub_batches(lengths, max_rows=1) == [(i, i + 1) for i in range(len(lengths))]
+    assert _sub_batches(lengths, max_rows=10) == [(0, 10), (10, 18), (18, 26)]
 
 
 class _FailingSession:

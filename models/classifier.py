@@ -1,0 +1,90 @@
+"""The torch side of the sentiment classifier: a BERT encoder, a pooling step, a linear head.
+
+Two architectures are trained and exported here:
+
+- ``BertForSequenceClassification`` (transformers): the pooled ``[CLS]`` state through a dense+tanh
+  pooler, then the head. The English all-MiniLM-L6-v2 route uses it.
+- :class:`MeanPoolingBertClassifier`: the mean of the last hidden states over the attention mask,
+  then the head. multilingual-e5-small was trained with mean pooling and has no pooler (Wang et al.
+  2024, "Multilingual E5 Text Embeddings"), so its features are read the way they were trained. Its
+  embedding table may be trimmed: ids at or beyond ``config.vocab_size`` read as
+  ``config.unk_token_id`` (see :func:`models.e5.trimmed_tokenizer`), inside the model, so the
+  exported graph carries the mapping too.
+
+:func:`load_classifier` opens either from a checkpoint directory. This module imports torch and
+transformers; it belongs to the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+__all__ = ["MeanPoolingBertClassifier", "load_classifier"]
+
+
+class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[misc]  # transformers is untyped
+    """BERT encoder, masked mean pooling, dropout, linear head.
+
+    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64, shape
+    (batch_size, sequence_length). Output ``logits``: float32, shape (batch_size, num_labels).
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout
+        self.dropout = torch.nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **_: Any,
+    ) -> SequenceClassifierOutput:
+        """Logits for a batch; ids beyond the embedding table read as ``<unk>``."""
+        unk = getattr(self.config, "unk_token_id", None)
+        if unk is not None:
+            input_ids = torch.where(
+                input_ids < self.config.vocab_size, input_ids, torch.full_like(input_ids, unk)
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
+
+
+def load_classifier(path: Path | str, **kwargs: Any) -> Any:
+    """Load a classification checkpoint with the class its ``config.json`` names.
+
+    Args:
+        path: a directory written by ``save_pretrained``.
+        kwargs: passed to ``from_pretrained`` (``num_labels``, ``attn_implementation``...).
+
+    Returns:
+        A :class:`MeanPoolingBertClassifier` when the config names it, else a
+        ``BertForSequenceClassification`` (a ``BertModel`` base gets a new pooler and head).
+
+    Raises:
+        OSError: the directory holds no checkpoint.
+    """
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise OSError(f"{path}: no config.json (not a checkpoint written by portrait train/base)")
+    names = json.loads(config.read_text()).get("architectures") or []
+    mean_pooling = MeanPoolingBertClassifier.__name__ in names
+    cls = MeanPoolingBertClassifier if mean_pooling else BertForSequenceClassification
+    return cls.from_pretrained(path, **kwargs)
