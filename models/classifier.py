@@ -18,14 +18,17 @@ transformers; it belongs to the ``train`` extra.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from tqdm import tqdm
 from transformers import BertConfig, BertForSequenceClassification, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-__all__ = ["MeanPoolingBertClassifier", "load_classifier"]
+__all__ = ["MeanPoolingBertClassifier", "encode_batch", "load_classifier", "predict_logits"]
 
 
 class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[misc]  # transformers is untyped
@@ -88,3 +91,38 @@ def load_classifier(path: Path | str, **kwargs: Any) -> Any:
     mean_pooling = MeanPoolingBertClassifier.__name__ in names
     cls = MeanPoolingBertClassifier if mean_pooling else BertForSequenceClassification
     return cls.from_pretrained(path, **kwargs)
+
+
+def encode_batch(tokenizer, texts: Sequence[str], max_seq_len: int, device: torch.device):  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
+    """Tokenize, pad to the longest, truncate to ``max_seq_len``; int64 tensors on ``device``."""
+    enc = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_seq_len, return_tensors="pt"
+    )
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: torch.nn.Module,
+    tokenizer,  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
+    texts: Sequence[str],
+    *,
+    max_seq_len: int = 64,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Logits of a PyTorch checkpoint for many texts.
+
+    Returns:
+        float32 logits, shape (len(texts), num_labels), in input order.
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="predict"):
+        idx = order[start : start + batch_size]
+        enc = encode_batch(tokenizer, [texts[i] for i in idx], max_seq_len, device)
+        out[idx] = model(**enc).logits.float().cpu().numpy()
+    return out

