@@ -137,10 +137,11 @@ def run_export(
         max_seq_len=max_seq_len, rows_per_run=rows_per_run,
     )  # fmt: skip
     meta["validation"] = asdict(report)
-    meta["validation"]["batch_independence"] = _batch_independence(out_dir, checked, texts)
     bar.update(1)
     bar.set_postfix(stage="evaluate")
-    meta["evaluation"] = _evaluate_graphs(out_dir, checked, texts, test)
+    meta["evaluation"], in_batches = _evaluate_graphs(out_dir, checked, texts, test)
+    meta["validation"]["batch_independence"] = _batch_independence(out_dir, in_batches, texts)
+    meta["quality"] = _quality(meta["evaluation"], data, int(cfg.get("seed", 13)), out_dir)
     meta["export_wall_time_s"] = round(time.monotonic() - started, 1)
     manifest = write_manifest(out_dir, meta)
     bar.update(1)
@@ -149,18 +150,22 @@ def run_export(
 
 
 def _batch_independence(
-    out_dir: Path, graphs: dict[str, Path], texts: list[str]
+    out_dir: Path, in_batches: dict[str, Any], texts: list[str]
 ) -> dict[str, dict[str, float]]:
     """The runtime gate: each test text alone vs in micro-batches of 64, per CPU graph.
+
+    Args:
+        in_batches: graph name -> the runtime's probabilities for ``texts`` in micro-batches
+            (from :func:`_evaluate_graphs`).
 
     Raises:
         ParityError: a probability moved by more than the tolerance or a label changed.
     """
     figures, failures = {}, []
-    for name in graphs:
+    for name, together in in_batches.items():
         if name == "fp16":  # a CUDA graph; the CPU provider runs it too slowly to matter
             continue
-        worst, changed = runtime_batch_independence(out_dir, name, texts)
+        worst, changed = runtime_batch_independence(out_dir, name, texts, together=together)
         figures[name] = {"max_abs_diff": worst, "labels_changed": changed, "texts": len(texts)}
         if worst > BATCH_INDEPENDENCE_TOLERANCE or changed:
             failures.append(
@@ -181,19 +186,23 @@ def _model_version(record: dict[str, Any]) -> str:
 
 def _evaluate_graphs(
     out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test-split report of each graph through the worker's own classifier runtime.
 
     Each report covers all test rows and, under ``by_language``, each language apart (macro-F1
     over the classes that language annotates; see :func:`models.evaluate.language_reports`).
+
+    Returns:
+        The reports, and each graph's probabilities (micro-batches of 64, test order).
     """
     from models.evaluate import language_reports, model_logits, report_for
     from models.metrics import softmax
 
     keep = ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "n")
-    reports = {}
+    reports, in_batches = {}, {}
     for name in graphs:
         probabilities = softmax(model_logits(out_dir, texts, variant=name, progress=False))
+        in_batches[name] = probabilities
         report = report_for(probabilities, test)
         reports[name] = {
             k: report[k] for k in (*keep, "confidence_1", "confidence_below_1") if k in report
@@ -202,7 +211,33 @@ def _evaluate_graphs(
             lang: {k: v for k, v in rep.items() if k in keep}
             for lang, rep in language_reports(probabilities, test).items()
         }
-    return reports
+    return reports, in_batches
+
+
+def _quality(evaluation: dict[str, Any], data: str, seed: int, out_dir: Path) -> dict[str, Any]:
+    """Per-language figures of the CPU default graph beside their baselines, and the mixed flag.
+
+    Baseline: TF-IDF + logistic regression fitted on the same training rows (word 1-2-grams;
+    character 1-3-grams for Chinese), :func:`models.evaluate.baseline_by_language`. Mixed flag:
+    precision and recall on the hand-labelled sets (:func:`models.mixed_eval.evaluate_mixed`).
+    """
+    from models.evaluate import baseline_by_language, language_reports
+    from models.mixed_eval import evaluate_mixed
+
+    graph = "int8" if "int8" in evaluation else "fp32"
+    parts = split(load(data), seed=seed)
+    baseline = language_reports(baseline_by_language(parts.train, parts.test), parts.test)
+    mixed = evaluate_mixed(out_dir)["languages"]
+    figures: dict[str, Any] = {"graph": graph, "languages": {}}
+    for lang, rep in evaluation[graph]["by_language"].items():
+        base = baseline[lang]
+        figures["languages"][lang] = {
+            "macro_f1": rep["macro_f1"],
+            "accuracy": rep["accuracy"],
+            "baseline": {"macro_f1": base["macro_f1"], "accuracy": base["accuracy"]},
+            **({"mixed_flag": mixed[lang]["report"]} if lang in mixed else {}),
+        }
+    return figures
 
 
 def ship(

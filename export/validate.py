@@ -195,13 +195,18 @@ def _row_batches(
 
 
 def runtime_batch_independence(
-    model_dir: Path, variant: str, texts: Sequence[str], batch_size: int = 64
+    model_dir: Path,
+    variant: str,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    together: npt.NDArray[np.floating] | None = None,
 ) -> tuple[float, int]:
     """Probabilities of each text alone vs inside micro-batches, through the worker's runtime.
 
     The micro-batches take ``texts`` in their given order (mixed lengths), ``batch_size`` at a
     time; :class:`stream.classifier.SentimentClassifier` cuts each into its length-sorted
-    sub-batches exactly as the worker does.
+    sub-batches exactly as the worker does. ``together``, when given, holds those micro-batch
+    probabilities already (shape (len(texts), num_labels)).
 
     Returns:
         The largest |probability difference| and the number of texts whose label changed.
@@ -210,9 +215,10 @@ def runtime_batch_independence(
 
     clf = SentimentClassifier.load(model_dir, device="cpu", variant=variant)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])
-    together = np.concatenate(
-        [clf.predict_proba(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-    )
+    if together is None:
+        together = np.concatenate(
+            [clf.predict_proba(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        )
     changed = int((alone.argmax(1) != together.argmax(1)).sum())
     return float(np.abs(alone - together).max()), changed
 

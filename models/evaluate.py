@@ -42,6 +42,7 @@ from models.data import (
 from models.metrics import classification_report, expected_calibration_error, softmax
 
 __all__ = [
+    "baseline_by_language",
     "baseline_probabilities",
     "evaluate",
     "format_report",
@@ -133,7 +134,7 @@ def baseline_probabilities(
     return out
 
 
-def _baseline_by_language(
+def baseline_by_language(
     train: Sequence[LabelledComment], test: Sequence[LabelledComment]
 ) -> npt.NDArray[np.float64]:
     """Each test row scored by the baseline of its own language."""
@@ -242,7 +243,7 @@ def evaluate(
         )
     texts = [r.text for r in parts.test]
     scores = {"model": softmax(model_logits(model, texts, variant=variant))}
-    scores["baseline"] = _baseline_by_language(parts.train, parts.test)
+    scores["baseline"] = baseline_by_language(parts.train, parts.test)
     if compare is not None:
         scores["compare"] = softmax(model_logits(compare, texts, variant=variant))
     result: dict[str, object] = {

@@ -52,6 +52,11 @@ def test_train_on_a_user_csv_then_export_validates_every_graph(tmp_path: Path) -
     assert validation["batch_invariance_max_diff"]["fp32"] <= 1e-4
     assert validation["label_agreement"]["int8"] >= 0.96
     assert validation["label_agreement"]["fp16"] >= 0.96
+    independence = validation["batch_independence"]
+    assert independence["int8"]["labels_changed"] == 0 and independence["int8"]["texts"] == 1000
+    assert independence["int8"]["max_abs_diff"] <= 1e-3
+    quality = manifest["quality"]["languages"]["en"]
+    assert quality["baseline"]["macro_f1"] > 0.3 and 0.0 <= quality["mixed_flag"]["recall"] <= 1.0
     assert set(manifest["variants"]) == {"fp32", "int8", "fp16"}
     assert {"model.int8.onnx", "model.fp16.onnx", "model.fp32.onnx", "tokenizer.json"} <= set(
         manifest["files"]
