@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from transformers import AutoTokenizer
 
 from models.classifier import load_classifier, predict_logits
+from models.evaluate import model_logits
 
 __all__ = ["distillation_loss", "keep_every_other_layer", "teacher_logits"]
 
@@ -94,13 +95,22 @@ def _texts_sha256(texts: Sequence[str]) -> str:
 def teacher_logits(
     teacher: Path, texts: Sequence[str], out_dir: Path, *, max_seq_len: int
 ) -> NDArray[np.float32]:
-    """The teacher checkpoint's logits for ``texts``, from ``out_dir``'s cache when it matches.
+    """The teacher's logits for ``texts``, from ``out_dir``'s cache when it matches.
+
+    Args:
+        teacher: a fine-tuned checkpoint (PyTorch, ``config.json``) or an export directory
+            (``manifest.json``: its CPU graph through the worker's runtime, in micro-batches of
+            64; about 3x faster on 2 cores than the 12-layer checkpoint in PyTorch).
+        texts: the training texts.
+        out_dir: the run's output directory (the cache lives there).
+        max_seq_len: truncation of the PyTorch path (an export uses its manifest's).
 
     Returns:
         float32 logits, shape (len(texts), num_labels), in input order.
 
     Raises:
         OSError: ``teacher`` holds no checkpoint.
+        ModelLoadError: ``teacher`` is an export directory that does not load.
     """
     digest = _texts_sha256(texts)
     cache, meta = out_dir / CACHE, out_dir / (CACHE + ".json")
@@ -108,9 +118,12 @@ def teacher_logits(
         if json.loads(meta.read_text()) == {"texts_sha256": digest, "teacher": str(teacher)}:
             return np.load(cache)
     logger.info("teacher logits teacher=%s texts=%d", teacher, len(texts))
-    model = load_classifier(teacher)
-    tokenizer = AutoTokenizer.from_pretrained(teacher)
-    logits = predict_logits(model, tokenizer, texts, max_seq_len=max_seq_len, progress=True)
+    if (teacher / "manifest.json").is_file():
+        logits = model_logits(teacher, list(texts), progress=True)
+    else:
+        model = load_classifier(teacher)
+        tokenizer = AutoTokenizer.from_pretrained(teacher)
+        logits = predict_logits(model, tokenizer, texts, max_seq_len=max_seq_len, progress=True)
     np.save(cache, logits)
     meta.write_text(json.dumps({"texts_sha256": digest, "teacher": str(teacher)}))
     return logits

@@ -187,7 +187,7 @@ def train(
     teacher: Annotated[
         str,
         typer.Option(
-            help="A fine-tuned checkpoint to distil from: the model also learns its soft labels (Hinton et al. 2015); empty = gold labels only."
+            help="A fine-tuned checkpoint, or its export dir (faster: its int8 graph), to distil from: the model also learns its soft labels (Hinton et al. 2015); empty = gold labels only."
         ),
     ] = "",
     student_layers: Annotated[
