@@ -119,7 +119,7 @@ def teacher_logits(
             return np.load(cache)
     logger.info("teacher logits teacher=%s texts=%d", teacher, len(texts))
     if (teacher / "manifest.json").is_file():
-        logits = model_logits(teacher, list(texts), progress=True)
+        logits = model_logits(teacher, list(texts), variant=None, progress=True)
     else:
         model = load_classifier(teacher)
         tokenizer = AutoTokenizer.from_pretrained(teacher)

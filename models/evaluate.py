@@ -60,14 +60,14 @@ WORKER_BATCH_SIZE = 64
 
 
 def model_logits(
-    path: Path, texts: Sequence[str], *, variant: str = "int8", progress: bool = True
+    path: Path, texts: Sequence[str], *, variant: str | None = "int8", progress: bool = True
 ) -> npt.NDArray[np.float32]:
     """Logits of a PyTorch checkpoint or an exported ONNX model directory for many texts.
 
     An ONNX model runs through the worker's own runtime
-    (:class:`stream.classifier.SentimentClassifier`)
-    in input-order batches of the worker's default ``max_batch_size`` (64): dynamic int8
-    quantisation scales activations per batch, so the batching is part of what is measured.
+    (:class:`stream.classifier.SentimentClassifier`; ``variant`` ``None`` = the manifest's CPU
+    default) in input-order batches of the worker's default ``max_batch_size`` (64), cut into
+    the runtime's sub-batches as in the worker.
 
     Returns:
         float32 logits, shape (len(texts), 3), in input order.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -284,3 +285,27 @@ def test_whole_character_masking_masks_single_cjk_characters(tiny_base: Path) ->
     )
     masked = (zh["labels"][:, 1:9] != -100).sum(1)
     assert (masked < 8).all() and masked.sum() > 0  # characters masked one by one, not as a run
+
+
+def test_teacher_logits_from_an_export_dir_are_cached_per_text_set(
+    tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.distil as distil
+
+    texts = [*EN, *ZH]
+    first = distil.teacher_logits(tiny_model.model_dir, texts, tmp_path, max_seq_len=32)
+    assert first.shape == (len(texts), 3) and first.dtype == np.float32
+    expected = np.log(tiny_model.torch_proba(texts))  # log-softmax of the same logits
+    np.testing.assert_allclose(
+        first - first.max(1, keepdims=True), expected - expected.max(1, keepdims=True), atol=1e-3
+    )
+
+    def no_second_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(distil, "model_logits", no_second_run)
+    np.testing.assert_array_equal(
+        distil.teacher_logits(tiny_model.model_dir, texts, tmp_path, max_seq_len=32), first
+    )
+    with pytest.raises(AssertionError, match="cache"):  # other texts: computed again
+        distil.teacher_logits(tiny_model.model_dir, texts[:3], tmp_path, max_seq_len=32)
