@@ -108,10 +108,13 @@ def repeats_phase(bench: Bench, chosen: int, for_a: int, c_worker: BenchWorker) 
     options = bench.options
     d_config = bench.config("d", batch_size=1, threads=chosen)
     d_worker = bench.start_all([d_config])["d"]
-    a, b, c, d = [], [], [], []
+    a, b, c, d, a_base = [], [], [], [], []
     batch_s = []
+    baseline = options.baseline_model_dir
     for repeat in range(options.repeats):
         a.append(bench.measure_a(for_a))
+        if baseline is not None:
+            a_base.append(bench.measure_a(for_a, baseline))
         run = bench.measure_b(chosen)
         b.append(run.comments_per_s)
         batch_s.append(run.median_batch_s)
@@ -134,6 +137,12 @@ def repeats_phase(bench: Bench, chosen: int, for_a: int, c_worker: BenchWorker) 
     }  # fmt: skip
     bench.results["ratios"] = {"c/a": paired(c, a), "c/d": paired(c, d),
                                "pairing": "repeat i of each side, run back to back"}  # fmt: skip
+    if baseline is not None:
+        base = bench.classifier(for_a, baseline)
+        bench.results["throughput"]["a_baseline"] = {
+            **Spread.of(a_base).to_dict(), "model": base.model_version, "path": str(baseline),
+        }  # fmt: skip
+        bench.results["ratios"]["a/a_baseline"] = paired(a, a_base)
 
 
 def latency_phase(bench: Bench, worker: BenchWorker) -> None:
@@ -234,7 +243,7 @@ def _work_dir() -> Iterator[Path]:
 
 
 def _meta(bench: Bench, started: float) -> dict[str, Any]:
-    clf = next(iter(bench._classifiers.values()), None)
+    clf = next((c for (path, _), c in bench._classifiers.items() if path is None), None)
     return {
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "wall_s": time.time() - started, "cpu_count": os.cpu_count(),

@@ -3,7 +3,8 @@
 The targets (issue "portrait bench", 2 CPU cores) are checked and written beside the figures,
 never asserted: c/a >= 0.85, c/d >= 1.0 on CPU (>= 10 on GPU), p99 latency at the first load
 fraction <= ``max_wait_s`` + 3 x median batch inference time, worker peak RSS in the state-only
-mode <= 1 GiB.
+mode <= 1 GiB, and, with a baseline model, a/a_baseline >= 0.7 (issue "bilingual model": the
+bilingual model's ceiling at least 0.7x the English model's on the same texts).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         checks["c/a >= 0.85"] = _check(ratios["c/a"]["median"], ratios["c/a"]["median"] >= 0.85)
         checks[f"c/d >= {want_cd:g}"] = _check(ratios["c/d"]["median"],
                                                ratios["c/d"]["median"] >= want_cd)  # fmt: skip
+        if "a/a_baseline" in ratios:
+            ratio = ratios["a/a_baseline"]["median"]
+            checks["a/a_baseline >= 0.7"] = _check(ratio, ratio >= 0.7)
     latency = results.get("latency")
     if latency and latency.get("runs"):
         p99 = latency["runs"][0]["latency_s"]["p99"]
@@ -86,8 +90,20 @@ def _throughput_lines(results: dict[str, Any]) -> list[str]:
                           f"real broker + worker, batch {worker['max_batch_size']}, max_wait_s "
                           f"{worker['max_wait_s']}, {worker['intra_op_threads']} thread(s)"),
              _measure_row("(d) baseline", t["d"], "events/s", t["baseline_is"])]  # fmt: skip
+    if "a_baseline" in t:
+        base = t["a_baseline"]
+        lines.append(
+            _measure_row(
+                "(a) baseline model",
+                base,
+                "comments/s",
+                f"{base['model']} ({base['path']}), same texts and repeats",
+            )
+        )
     r = results["ratios"]
     lines += [f"  c/a {_spread(r['c/a'], 2)}    c/d {_spread(r['c/d'], 2)}  ({r['pairing']})"]
+    if "a/a_baseline" in r:
+        lines.append(f"  a/a_baseline {_spread(r['a/a_baseline'], 2)}")
     return lines
 
 

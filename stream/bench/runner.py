@@ -61,6 +61,8 @@ class BenchOptions:
 
     Attributes:
         model_dir: Model directory; None = the settings' model (default the committed artifact).
+        baseline_model_dir: A second model directory whose (a) is measured in the same repeats,
+            on the same texts, paired with the model's (ratio ``a/a_baseline``); None = none.
         device: ``"cpu"`` or ``"cuda"``; ``"cuda"`` also sorts batches by length and uses I/O
             binding in (a).
         repeats: Repeats of (a), (b), (c), (d), >= 3 for the reported medians.
@@ -82,6 +84,7 @@ class BenchOptions:
     """
 
     model_dir: Path | None = None
+    baseline_model_dir: Path | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     repeats: int = 3
     burst_s: float = 20.0
@@ -133,18 +136,19 @@ class Bench:
     echo: Echo
     results: dict[str, Any] = field(default_factory=dict)
     events_n: int = 0
-    _classifiers: dict[int, SentimentClassifier] = field(default_factory=dict)
+    _classifiers: dict[tuple[Path | None, int], SentimentClassifier] = field(default_factory=dict)
     _workers: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- building blocks ------------------------------------------------------------------------
-    def classifier(self, threads: int) -> SentimentClassifier:
-        """The model with ``threads`` intra-op threads (loaded once per thread count)."""
-        if threads not in self._classifiers:
-            model = self.options.model_dir or self.settings.model.path
-            self._classifiers[threads] = SentimentClassifier.load(
+    def classifier(self, threads: int, model_dir: Path | None = None) -> SentimentClassifier:
+        """A model with ``threads`` intra-op threads (loaded once per model and thread count);
+        ``model_dir`` None = the bench's model."""
+        if (model_dir, threads) not in self._classifiers:
+            model = model_dir or self.options.model_dir or self.settings.model.path
+            self._classifiers[model_dir, threads] = SentimentClassifier.load(
                 model, self.options.device, threads
             )
-        return self._classifiers[threads]
+        return self._classifiers[model_dir, threads]
 
     @contextlib.contextmanager
     def shorter_runs(self, fraction: float) -> Iterator[int]:
@@ -167,9 +171,11 @@ class Bench:
         mixed = self.settings.mixed
         return MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
 
-    def measure_a(self, threads: int) -> float:
-        """(a) at the worker's batch size, comments/s (each with its clauses, as in the worker)."""
-        clf, extras, texts = self.classifier(threads), self.options.gpu_extras, self.texts()
+    def measure_a(self, threads: int, model_dir: Path | None = None) -> float:
+        """(a) at the worker's batch size, comments/s (each with its clauses, as in the worker);
+        ``model_dir`` None = the bench's model."""
+        clf, extras = self.classifier(threads, model_dir), self.options.gpu_extras
+        texts = self.texts()
         batches = encode_batches(clf, texts, self.options.batch_size, sort_by_length=extras,
                                  rule=self.mixed_rule)  # fmt: skip
         sequences = sum(len(b["input_ids"]) for b in batches)

@@ -31,7 +31,8 @@ def test_quick_bench_writes_every_section(
     env["PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     done = subprocess.run(
         [sys.executable, "-c", "from stream.cli import main; main()", "bench", "--quick",
-         "--model", str(tiny_model_dir), "--out", str(out), "--latency-s", "1"],
+         "--model", str(tiny_model_dir), "--baseline-model", str(tiny_model_dir),
+         "--out", str(out), "--latency-s", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
@@ -41,6 +42,7 @@ def test_quick_bench_writes_every_section(
     for name in ("a", "b", "c", "d"):
         assert _positive(throughput[name]), name
     assert _positive(results["ratios"]["c/a"]) and _positive(results["ratios"]["c/d"])
+    assert _positive(throughput["a_baseline"]) and _positive(results["ratios"]["a/a_baseline"])
     assert throughput["baseline"]["max_batch_size"] == 1
     assert results["threads"]["chosen"] in results["threads"]["candidates"] == [1, 2]
     for run in results["latency"]["runs"]:
@@ -57,3 +59,4 @@ def test_quick_bench_writes_every_section(
     assert "stored predictions" in state["classifier"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert "c/a" in done.stdout and "state-only mode" in done.stdout
+    assert "a/a_baseline" in done.stdout

@@ -110,3 +110,16 @@ def test_report_table_json_and_chart(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     png = write_chart(results, tmp_path / "r.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_baseline_model_is_reported_beside_a_and_checked_against_its_target() -> None:
+    results = _results()
+    results["throughput"]["a_baseline"] = {**_spread(500), "model": "old", "path": "old-artifact"}
+    results["ratios"]["a/a_baseline"] = _spread(0.8)
+    table = format_table(results)
+    assert "(a) baseline model" in table and "old (old-artifact)" in table
+    assert "a/a_baseline 0.80" in table
+    assert targets(results)["a/a_baseline >= 0.7"]["met"]
+    results["ratios"]["a/a_baseline"] = _spread(0.5)
+    assert not targets(results)["a/a_baseline >= 0.7"]["met"]
+    assert "a/a_baseline >= 0.7" not in targets(_results())  # no baseline, no such target
