@@ -30,6 +30,7 @@ from export.validate import (
     validate,
 )
 from models.data import LABELS, load, split
+from models.train import base_name
 
 __all__ = ["ARTIFACT_DIR", "run_export", "ship"]
 
@@ -178,9 +179,13 @@ def _batch_independence(
 
 
 def _model_version(record: dict[str, Any]) -> str:
-    """``portrait-sentiment-<base name>-<data sha256[:8]>-s<steps>``."""
+    """``portrait-sentiment-<base name>-<data sha256[:8]>-s<steps>``.
+
+    The base name is the training record's ``base_name``, or for records written before it
+    existed, :func:`models.train.base_name` of the recorded base checkpoint.
+    """
     digest = (record.get("data_sha256") or "nodata")[:8]
-    name = record.get("base_name", "minilm-l6")
+    name = record.get("base_name") or base_name(Path(record.get("base_checkpoint") or "minilm"))
     return f"portrait-sentiment-{name}-{digest}-s{record.get('steps', 0)}"
 
 
