@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -53,12 +54,15 @@ class _LogitsOnly(torch.nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        return self.model(
+        logits: torch.Tensor = self.model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).logits
+        return logits
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, object]:
+def load_checkpoint(
+    path: Path,
+) -> tuple[Any, Any]:  # transformers models and tokenizers are untyped
     """Load a fine-tuned checkpoint and its tokenizer for export, in eval mode, eager attention.
 
     Eager attention is what onnxruntime's BERT optimiser recognises and fuses. The class is the

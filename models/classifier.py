@@ -31,7 +31,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 __all__ = ["MeanPoolingBertClassifier", "encode_batch", "load_classifier", "predict_logits"]
 
 
-class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[misc]  # transformers is untyped
+class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # transformers is untyped
     """BERT encoder, masked mean pooling, dropout, linear head.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64, shape
@@ -41,11 +41,11 @@ class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[misc]  # t
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self.bert = BertModel(config, add_pooling_layer=False)  # type: ignore[no-untyped-call]  # transformers is untyped
         dropout = config.classifier_dropout
         self.dropout = torch.nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
-        self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+        self.classifier = torch.nn.Linear(config.hidden_size, int(config.num_labels or 0))
+        self.post_init()  # type: ignore[no-untyped-call]  # transformers is untyped
 
     def forward(
         self,
@@ -103,8 +103,8 @@ def encode_batch(tokenizer, texts: Sequence[str], max_seq_len: int, device: torc
 
 @torch.inference_mode()
 def predict_logits(
-    model: torch.nn.Module,
-    tokenizer,  # type: ignore[no-untyped-def]  # transformers tokenizers are untyped
+    model: Any,  # a transformers classifier (untyped)
+    tokenizer: Any,  # a transformers tokenizer (untyped)
     texts: Sequence[str],
     *,
     max_seq_len: int = 64,

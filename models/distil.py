@@ -116,7 +116,7 @@ def teacher_logits(
     cache, meta = out_dir / CACHE, out_dir / (CACHE + ".json")
     if cache.is_file() and meta.is_file():
         if json.loads(meta.read_text()) == {"texts_sha256": digest, "teacher": str(teacher)}:
-            return np.load(cache)
+            return np.asarray(np.load(cache), dtype=np.float32)
     logger.info("teacher logits teacher=%s texts=%d", teacher, len(texts))
     if (teacher / "manifest.json").is_file():
         logits = model_logits(teacher, list(texts), variant=None, progress=True)

