@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 _PRECISION = {
     "fp32": "float32",
-    "int8": "int8 dynamic (weights int8, activations quantised at run time)",
+    "int8": "int8 dynamic (weights int8 per output channel, activations quantised per run)",
     "fp16": "float16",
 }
 _ROWS_PER_RUN = {"int8": 1}
