@@ -13,8 +13,8 @@ teacher is. The T^2 factor keeps the soft term's gradients on the scale of the h
 (Hinton et al. 2015, section 2).
 
 The teacher's logits are computed once per run and cached in the output directory
-(``teacher_logits.npy``, checked against the texts' hash), so a resumed run does not pay for them
-again. This module imports torch; it belongs to the ``train`` extra.
+(``teacher_logits.npy``, checked against the texts' hash and the teacher's files), so a resumed run
+does not pay for them again. This module imports torch; it belongs to the ``train`` extra.
 """
 
 from __future__ import annotations
@@ -112,11 +112,10 @@ def teacher_logits(
         OSError: ``teacher`` holds no checkpoint.
         ModelLoadError: ``teacher`` is an export directory that does not load.
     """
-    digest = _texts_sha256(texts)
+    key = {"texts_sha256": _texts_sha256(texts), "teacher": _fingerprint(teacher)}
     cache, meta = out_dir / CACHE, out_dir / (CACHE + ".json")
-    if cache.is_file() and meta.is_file():
-        if json.loads(meta.read_text()) == {"texts_sha256": digest, "teacher": str(teacher)}:
-            return np.asarray(np.load(cache), dtype=np.float32)
+    if cache.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
+        return np.asarray(np.load(cache), dtype=np.float32)
     logger.info("teacher logits teacher=%s texts=%d", teacher, len(texts))
     if (teacher / "manifest.json").is_file():
         logits = model_logits(teacher, list(texts), variant=None, progress=True)
@@ -125,5 +124,16 @@ def teacher_logits(
         tokenizer = AutoTokenizer.from_pretrained(teacher)
         logits = predict_logits(model, tokenizer, texts, max_seq_len=max_seq_len, progress=True)
     np.save(cache, logits)
-    meta.write_text(json.dumps({"texts_sha256": digest, "teacher": str(teacher)}))
+    meta.write_text(json.dumps(key))
     return logits
+
+
+def _fingerprint(teacher: Path) -> dict[str, Any]:
+    """What identifies the teacher's weights: an export's file hashes (its manifest), or a
+    checkpoint's weight files by size and modification time."""
+    manifest = teacher / "manifest.json"
+    if manifest.is_file():
+        return {"path": str(teacher), "files": json.loads(manifest.read_text()).get("files")}
+    weights = sorted(teacher.glob("*.safetensors")) + sorted(teacher.glob("*.bin"))
+    return {"path": str(teacher), "weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns]
+                                              for p in weights]}  # fmt: skip
