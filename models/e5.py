@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from tokenizers import Tokenizer
 
 __all__ = [
     "E5_SHA256",
@@ -48,7 +49,9 @@ __all__ = [
     "E5FormatError",
     "QUERY_PREFIX",
     "TOKENIZER_SHA256",
+    "bert_state_dict",
     "dequantize_q4_0",
+    "package_file",
     "piece_counts",
     "read_e5s1",
     "trimmed_tokenizer",
@@ -251,8 +254,6 @@ def piece_counts(tokenizer_json: Path, texts: Iterable[str]) -> Counter[int]:
     Raises:
         OSError: the tokenizer file cannot be read.
     """
-    from tokenizers import Tokenizer
-
     tok = Tokenizer.from_file(str(tokenizer_json))
     counts: Counter[int] = Counter()
     texts = list(texts)
@@ -308,8 +309,6 @@ def trimmed_tokenizer(
 
 def _bake_prefix(data: dict[str, Any], new_id: dict[int, int], tokenizer_json: Path) -> None:
     """Make the post-processor emit ``<s> query: <text> </s>`` with remapped ids."""
-    from tokenizers import Tokenizer
-
     original = Tokenizer.from_file(str(tokenizer_json))
     prefix = original.encode(QUERY_PREFIX.strip(), add_special_tokens=False)
     post = data["post_processor"]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from transformers import BertConfig, PreTrainedTokenizerFast
 
 from models.classifier import MeanPoolingBertClassifier
@@ -219,12 +220,10 @@ def build_base(
 
 def _unk_share(tokenizer_path: Path, rows: Sequence[Any], kept: set[int]) -> dict[str, Any]:
     """Per language: share of test-text pieces, and of test texts, that read as ``<unk>``."""
+    tok = Tokenizer.from_file(str(tokenizer_path))
     out: dict[str, Any] = {}
     for lang in sorted({r.lang for r in rows}):
         texts = [r.text for r in rows if r.lang == lang]
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer_path))
         encs = tok.encode_batch(texts, add_special_tokens=False)
         pieces = sum(len(e.ids) for e in encs)
         lost = sum(i not in kept for e in encs for i in e.ids)
