@@ -171,7 +171,7 @@ def _batch_independence(
         if worst > BATCH_INDEPENDENCE_TOLERANCE or changed:
             failures.append(
                 f"{name}: alone vs micro-batch max |p diff| {worst:.2e} "
-                f"(> {BATCH_INDEPENDENCE_TOLERANCE}?), {changed} labels changed"
+                f"(tolerance {BATCH_INDEPENDENCE_TOLERANCE}), {changed} labels changed"
             )
     if failures:
         raise ParityError(failures)
