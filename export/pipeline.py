@@ -29,7 +29,7 @@ from export.validate import (
     torch_logits_fn,
     validate,
 )
-from models.data import LABELS, load, split
+from models.data import LABELS, Split, load, split
 from models.train import base_name
 
 __all__ = ["ARTIFACT_DIR", "run_export", "ship"]
@@ -125,7 +125,8 @@ def run_export(
         },
     }
     write_manifest(out_dir, meta)  # the runtime classifier reads it during evaluation
-    test = split(load(data), seed=int(cfg.get("seed", 13))).test
+    parts = split(load(data), seed=int(cfg.get("seed", 13)))
+    test = parts.test
     texts, labels = [r.text for r in test], [r.label_id for r in test]
     checked = {k: v for k, v in paths.items() if not (validate_cpu_variants_only and k == "fp16")}
     bar.set_postfix(stage="validate")
@@ -142,7 +143,7 @@ def run_export(
     bar.set_postfix(stage="evaluate")
     meta["evaluation"], in_batches = _evaluate_graphs(out_dir, checked, texts, test)
     meta["validation"]["batch_independence"] = _batch_independence(out_dir, in_batches, texts)
-    meta["quality"] = _quality(meta["evaluation"], data, int(cfg.get("seed", 13)), out_dir)
+    meta["quality"] = _quality(meta["evaluation"], parts, out_dir)
     meta["export_wall_time_s"] = round(time.monotonic() - started, 1)
     manifest = write_manifest(out_dir, meta)
     bar.update(1)
@@ -219,7 +220,7 @@ def _evaluate_graphs(
     return reports, in_batches
 
 
-def _quality(evaluation: dict[str, Any], data: str, seed: int, out_dir: Path) -> dict[str, Any]:
+def _quality(evaluation: dict[str, Any], parts: Split, out_dir: Path) -> dict[str, Any]:
     """Per-language figures of the CPU default graph beside their baselines, and the mixed flag.
 
     Baseline: TF-IDF + logistic regression fitted on the same training rows (word 1-2-grams;
@@ -230,7 +231,6 @@ def _quality(evaluation: dict[str, Any], data: str, seed: int, out_dir: Path) ->
     from models.mixed_eval import evaluate_mixed
 
     graph = "int8" if "int8" in evaluation else "fp32"
-    parts = split(load(data), seed=seed)
     baseline = language_reports(baseline_by_language(parts.train, parts.test), parts.test)
     mixed = evaluate_mixed(out_dir)["languages"]
     figures: dict[str, Any] = {"graph": graph, "languages": {}}

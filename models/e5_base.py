@@ -26,7 +26,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertConfig, PreTrainedTokenizerFast
 
-from models.classifier import MeanPoolingBertClassifier
+from models.classifier import MeanPoolingBertClassifier, mean_pool
 from models.data import LABELS, load, split
 from models.e5 import (
     E5_SHA256,
@@ -128,8 +128,7 @@ def _embed(model: MeanPoolingBertClassifier, tokenizer: Any, texts: Sequence[str
     hidden = model.bert(
         input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
     ).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    pooled = mean_pool(hidden, enc["attention_mask"])
     return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
 
