@@ -42,12 +42,16 @@ _PROVIDERS = {
 }
 
 
-def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(
+    model_dir: Path, meta: dict[str, Any], *, precision: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Write ``model_dir/manifest.json`` for the graphs and tokenizer present in ``model_dir``.
 
     Args:
         model_dir: holds some of :data:`VARIANT_FILES` and ``tokenizer.json``.
         meta: extra fields (model_version, labels, max_seq_len, opset, training, evaluation, ...).
+        precision: variant -> how its graph was quantised, where it differs from what
+            ``portrait export`` writes today (a graph shipped by an earlier export).
 
     Returns:
         The manifest written.
@@ -58,7 +62,7 @@ def write_manifest(model_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     variants = {
         name: {
             "file": file,
-            "precision": _PRECISION[name],
+            "precision": (precision or {}).get(name, _PRECISION[name]),
             "providers": _PROVIDERS[name],
             **({"rows_per_run": _ROWS_PER_RUN[name]} if name in _ROWS_PER_RUN else {}),
         }

@@ -32,7 +32,14 @@ from export.validate import (
 from models.data import LABELS, Split, load, split
 from models.train import base_name
 
-__all__ = ["ARTIFACT_DIR", "run_export", "ship"]
+__all__ = [
+    "ARTIFACT_DIR",
+    "batch_independence_gate",
+    "evaluate_graphs",
+    "quality",
+    "run_export",
+    "ship",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +148,9 @@ def run_export(
     meta["validation"] = asdict(report)
     bar.update(1)
     bar.set_postfix(stage="evaluate")
-    meta["evaluation"], in_batches = _evaluate_graphs(out_dir, checked, texts, test)
-    meta["validation"]["batch_independence"] = _batch_independence(out_dir, in_batches, texts)
-    meta["quality"] = _quality(meta["evaluation"], parts, out_dir)
+    meta["evaluation"], in_batches = evaluate_graphs(out_dir, list(checked), texts, test)
+    meta["validation"]["batch_independence"] = batch_independence_gate(out_dir, in_batches, texts)
+    meta["quality"] = quality(meta["evaluation"], parts, out_dir)
     meta["export_wall_time_s"] = round(time.monotonic() - started, 1)
     manifest = write_manifest(out_dir, meta)
     bar.update(1)
@@ -151,14 +158,14 @@ def run_export(
     return manifest
 
 
-def _batch_independence(
+def batch_independence_gate(
     out_dir: Path, in_batches: dict[str, Any], texts: list[str]
 ) -> dict[str, dict[str, float]]:
     """The runtime gate: each test text alone vs in micro-batches of 64, per CPU graph.
 
     Args:
         in_batches: graph name -> the runtime's probabilities for ``texts`` in micro-batches
-            (from :func:`_evaluate_graphs`).
+            (from :func:`evaluate_graphs`).
 
     Raises:
         ParityError: a probability moved by more than the tolerance or a label changed.
@@ -190,8 +197,8 @@ def _model_version(record: dict[str, Any]) -> str:
     return f"portrait-sentiment-{name}-{digest}-s{record.get('steps', 0)}"
 
 
-def _evaluate_graphs(
-    out_dir: Path, graphs: dict[str, Path], texts: list[str], test: list[Any]
+def evaluate_graphs(
+    out_dir: Path, graphs: list[str], texts: list[str], test: list[Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test-split report of each graph through the worker's own classifier runtime.
 
@@ -220,7 +227,7 @@ def _evaluate_graphs(
     return reports, in_batches
 
 
-def _quality(evaluation: dict[str, Any], parts: Split, out_dir: Path) -> dict[str, Any]:
+def quality(evaluation: dict[str, Any], parts: Split, out_dir: Path) -> dict[str, Any]:
     """Per-language figures of the CPU default graph beside their baselines, and the mixed flag.
 
     Baseline: TF-IDF + logistic regression fitted on the same training rows (word 1-2-grams;
@@ -254,6 +261,7 @@ def ship(
         The artifact's manifest.
     """
     meta = read_manifest(export_dir)
+    variants_of = dict(meta.get("variants", {}))
     if artifact_dir.exists():
         shutil.rmtree(artifact_dir)
     artifact_dir.mkdir(parents=True)
@@ -268,4 +276,5 @@ def ship(
     meta["evaluation"] = {
         k: v for k, v in meta.get("evaluation", {}).items() if k in variants or k == "fp32"
     }
-    return write_manifest(artifact_dir, meta)
+    precision = {k: str(v["precision"]) for k, v in variants_of.items() if "precision" in v}
+    return write_manifest(artifact_dir, meta, precision=precision)

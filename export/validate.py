@@ -211,9 +211,9 @@ def runtime_batch_independence(
     Returns:
         The largest |probability difference| and the number of texts whose label changed.
     """
-    from stream.classifier import SentimentClassifier
+    from stream.routing import load_model
 
-    clf = SentimentClassifier.load(model_dir, device="cpu", variant=variant)
+    clf = load_model(model_dir, device="cpu", variant=variant)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])
     if together is None:
         together = np.concatenate(

@@ -76,9 +76,9 @@ def model_logits(
         FileNotFoundError: ``path`` is neither a checkpoint nor an export directory.
     """
     if (path / "manifest.json").is_file():
-        from stream.classifier import SentimentClassifier
+        from stream.routing import load_model
 
-        clf = SentimentClassifier.load(path, device="cpu", variant=variant)
+        clf = load_model(path, device="cpu", variant=variant)
         chunks = range(0, len(texts), WORKER_BATCH_SIZE)
         return np.concatenate(
             [
@@ -371,13 +371,18 @@ def throughput(
     import time
 
     from export.manifest import read_manifest
-    from stream.classifier import SentimentClassifier
+    from stream.routing import load_model, routing_of
 
-    if variants is None:
-        variants = [v for v in ("fp32", "int8") if v in read_manifest(model_dir)["variants"]]
+    chosen: Sequence[str | None]
+    if variants is not None:
+        chosen = variants
+    elif routing_of(model_dir) is not None:
+        chosen = [None]  # a routed model: each route's default graph
+    else:
+        chosen = [v for v in ("fp32", "int8") if v in read_manifest(model_dir)["variants"]]
     rows: list[dict[str, float | int | str]] = []
-    for variant in variants:
-        clf = SentimentClassifier.load(model_dir, device="cpu", variant=variant)
+    for variant in chosen:
+        clf = load_model(model_dir, device="cpu", variant=variant)
         for size in batch_sizes:
             batches = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
             clf.predict_logits(batches[0])
@@ -388,7 +393,7 @@ def throughput(
             rate = done / (time.perf_counter() - started)
             rows.append(
                 {
-                    "variant": variant,
+                    "variant": clf.variant,
                     "batch_size": size,
                     "sequences_per_s": round(rate, 1),
                     "batches": n,

@@ -72,14 +72,14 @@ def evaluate_mixed(
         FileNotFoundError: no ``eval_*.jsonl`` in ``sets``.
         ModelLoadError: the model directory cannot be loaded.
     """
-    from stream.classifier import SentimentClassifier
     from stream.mixed import DEFAULT_THRESHOLD, ClauseBatch, MixedRule
+    from stream.routing import load_model
 
     files = sorted(sets.glob("eval_*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no eval_*.jsonl in {sets}")
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
-    clf = SentimentClassifier.load(model_dir, device="cpu")
+    clf = load_model(model_dir, device="cpu")
     result: dict[str, Any] = {"threshold": threshold, "model": str(model_dir), "languages": {}}
     for path in files:
         rows = load_mixed_set(path)

@@ -40,11 +40,12 @@ from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
 from stream.batching import MicroBatch, micro_batches
-from stream.classifier import Classifier, SentimentClassifier
+from stream.classifier import Classifier
 from stream.errors import ConfigError
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BatchProcessor, BatchResult, SourceRecord
+from stream.routing import load_model
 from stream.settings import BatchSettings, KafkaSettings, Settings
 
 __all__ = [
@@ -364,7 +365,7 @@ def create_app(
     servers = require_bootstrap_servers(settings)
     if classifier is None:
         model = settings.model
-        classifier = SentimentClassifier.load(model.path, model.device, model.intra_op_threads)
+        classifier = load_model(model.path, model.device, model.intra_op_threads)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     device = getattr(classifier, "device", "cuda" if "CUDA" in classifier.provider else "cpu")
     metrics.set_model_info(classifier.model_version, classifier.provider, device,

@@ -35,7 +35,7 @@ from stream.errors import DeviceUnavailableError, InferenceError, ModelLoadError
 from stream.events import replace_lone_surrogates
 from stream.settings import DEFAULT_MODEL_DIR
 
-__all__ = ["CHARS_PER_TOKEN_LIMIT", "Classifier", "SentimentClassifier"]
+__all__ = ["CHARS_PER_TOKEN_LIMIT", "Classifier", "Device", "SentimentClassifier", "softmax_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,17 +251,19 @@ class SentimentClassifier:
             logits[rows] = self._run(sub_batch, len(texts))
         return logits
 
-    def sub_batches(self, texts: Sequence[str]) -> list[dict[str, NDArray[np.int64]]]:
-        """The inputs :meth:`predict_logits` gives onnxruntime for ``texts``, one per sub-batch.
+    def graph_calls(
+        self, texts: Sequence[str]
+    ) -> list[tuple[ort.InferenceSession, dict[str, NDArray[np.int64]]]]:
+        """The onnxruntime runs :meth:`predict_logits` makes for ``texts``, one per sub-batch.
 
         For measuring the graph alone on exactly the calls the worker makes (``portrait bench``
-        (a)). Each dict maps the graph's input names to int64 arrays of shape
-        (rows, sequence_length); ``[]`` for no texts.
+        (a)). Each is the session and its inputs: the graph's input names -> int64 arrays of
+        shape (rows, sequence_length); ``[]`` for no texts.
 
         Raises:
             TypeError: An item of ``texts`` is not a ``str``.
         """
-        return [feeds for _, feeds in self._plan(texts)]
+        return [(self._session, feeds) for _, feeds in self._plan(texts)]
 
     def _plan(
         self, texts: Sequence[str]
@@ -310,10 +312,7 @@ class SentimentClassifier:
             TypeError: An item of ``texts`` is not a ``str``.
             InferenceError: onnxruntime failed on the batch.
         """
-        logits = self.predict_logits(texts)
-        if len(logits) == 0:
-            return logits
-        return _softmax(logits.astype(np.float64)).astype(np.float32)
+        return softmax_rows(self.predict_logits(texts))
 
 
 def _sub_batches(sorted_lengths: NDArray[np.int64], max_rows: int = 0) -> list[tuple[int, int]]:
@@ -349,11 +348,20 @@ def _sub_batches(sorted_lengths: NDArray[np.int64], max_rows: int = 0) -> list[t
     return bounds
 
 
-def _softmax(logits: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Row-wise softmax, shifted by the row maximum for numerical safety."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    result: NDArray[np.float64] = shifted / shifted.sum(axis=1, keepdims=True)
-    return result
+def softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Row-wise softmax in float64, shifted by the row maximum for numerical safety.
+
+    Args:
+        logits: shape (batch_size, num_labels); (0, num_labels) is returned as is.
+
+    Returns:
+        float32 probabilities of the same shape, rows sum to 1.
+    """
+    if len(logits) == 0:
+        return logits
+    wide = logits.astype(np.float64)
+    shifted = np.exp(wide - wide.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def file_sha256(path: Path) -> str:

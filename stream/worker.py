@@ -29,10 +29,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
-from stream.classifier import Classifier, SentimentClassifier
+from stream.classifier import Classifier
 from stream.errors import BrokerUnavailableError, ConfigError
 from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
 from stream.metrics import start_metrics_server
+from stream.routing import load_model
 from stream.settings import Settings
 
 __all__ = [
@@ -195,7 +196,7 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     require_bootstrap_servers(settings)
     if classifier is None:
         model = settings.model
-        classifier = SentimentClassifier.load(model.path, model.device, model.intra_op_threads)
+        classifier = load_model(model.path, model.device, model.intra_op_threads)
     logger.info("model ready model_version=%s provider=%s", classifier.model_version,
                 classifier.provider)  # fmt: skip
     wait_for_broker_with_backoff(settings)

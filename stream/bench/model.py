@@ -2,7 +2,8 @@
 
 - (a) model ceiling: onnxruntime ``session.run`` on batches tokenized beforehand, at the worker's
   batch size, cut into exactly the length-homogeneous sub-batches the worker's classifier runs
-  (:meth:`SentimentClassifier.sub_batches`). Only the ``run`` calls are timed.
+  (:meth:`SentimentClassifier.graph_calls`; a routed model's calls go to each text's route's
+  graph). Only the ``run`` calls are timed.
 - (b) classifier: :meth:`SentimentClassifier.predict_proba` on batches of raw texts, i.e.
   tokenization + onnxruntime + softmax, the call the worker makes for each micro-batch (the worker
   makes it on a one-thread executor; here it runs on the calling thread).
@@ -30,11 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from stream.classifier import SentimentClassifier
 from stream.mixed import ClauseBatch, MixedRule
+from stream.routing import GraphCall, LoadedModel
 
 __all__ = [
     "ClassifierRun",
@@ -44,7 +42,10 @@ __all__ = [
     "model_throughput",
 ]
 
-Batch = dict[str, NDArray[np.int64]]
+Batch = GraphCall
+"""One timed onnxruntime run: the session and its int64 inputs."""
+
+Model = LoadedModel
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def micro_batches(
 
 
 def encode_batches(
-    classifier: SentimentClassifier,
+    classifier: Model,
     texts: Sequence[str],
     batch_size: int,
     *,
@@ -107,23 +108,24 @@ def encode_batches(
         rule: Mixed-sentiment rule: each batch also holds its comments' clauses.
 
     Returns:
-        Per onnxruntime call: ``input_ids``, ``attention_mask``, ``token_type_ids`` (those the
-        graph takes), int64, shape (rows, sequence_length); the sub-batches of each batch.
+        Per onnxruntime call, its session and inputs ``input_ids``, ``attention_mask``,
+        ``token_type_ids`` (those the graph takes), int64, shape (rows, sequence_length): the
+        sub-batches of each batch.
 
     Raises:
         ValueError: ``texts`` is empty or ``batch_size`` < 1.
     """
     chunks = micro_batches(texts, batch_size, sort_by_length=sort_by_length, rule=rule)
-    return [feeds for chunk in chunks for feeds in classifier.sub_batches(chunk)]
+    return [call for chunk in chunks for call in classifier.graph_calls(chunk)]
 
 
 def model_throughput(
-    classifier: SentimentClassifier, batches: Sequence[Batch], *, io_binding: bool = False
+    classifier: Model, batches: Sequence[Batch], *, io_binding: bool = False
 ) -> float:
     """(a) Sequences per second of ``session.run`` over pre-tokenized batches.
 
     Args:
-        classifier: The loaded model; its onnxruntime session is timed.
+        classifier: The loaded model; its onnxruntime sessions are timed.
         batches: From :func:`encode_batches`, at least one.
         io_binding: Bind inputs (copied to the device beforehand) and the output on the device
             (CUDA); False runs ``session.run`` on numpy arrays as the worker does.
@@ -136,44 +138,46 @@ def model_throughput(
     """
     if not batches:
         raise ValueError("need at least one batch")
-    session = classifier.session
-    output = session.get_outputs()[0].name
     if io_binding:
-        return _io_binding_throughput(session, output, batches, classifier.device)
-    session.run([output], dict(batches[0]))
-    sequences = sum(len(b["input_ids"]) for b in batches)
+        return _io_binding_throughput(batches, classifier.device)
+    runs = [(session, [session.get_outputs()[0].name], dict(feeds)) for session, feeds in batches]
+    warmed: set[int] = set()
+    for session, output, feeds in runs:  # a session's first run allocates its buffers
+        if id(session) not in warmed:
+            session.run(output, feeds)
+            warmed.add(id(session))
+    sequences = sum(len(feeds["input_ids"]) for _, feeds in batches)
     start = time.perf_counter()
-    for feeds in batches:
-        session.run([output], dict(feeds))
+    for session, output, feeds in runs:
+        session.run(output, feeds)
     return sequences / (time.perf_counter() - start)
 
 
-def _io_binding_throughput(
-    session: Any, output: str, batches: Sequence[Batch], device: str
-) -> float:
+def _io_binding_throughput(batches: Sequence[Batch], device: str) -> float:
     """Timed loop with inputs already on ``device`` and the output bound there."""
     import onnxruntime as ort
 
     kind = "cuda" if device == "cuda" else "cpu"
-    bindings = []
-    for feeds in batches:
+    bindings: list[tuple[Any, Any]] = []
+    for session, feeds in batches:
         binding = session.io_binding()
         for name, array in feeds.items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, kind, 0))
-        binding.bind_output(output, kind)
-        bindings.append(binding)
-    session.run_with_iobinding(bindings[0])
-    bindings[0].synchronize_outputs()
-    sequences = sum(len(b["input_ids"]) for b in batches)
-    start = time.perf_counter()
-    for binding in bindings:
+        binding.bind_output(session.get_outputs()[0].name, kind)
+        bindings.append((session, binding))
+    for session, binding in {id(s): (s, b) for s, b in bindings}.values():
         session.run_with_iobinding(binding)
-    bindings[-1].synchronize_outputs()
+        binding.synchronize_outputs()
+    sequences = sum(len(feeds["input_ids"]) for _, feeds in batches)
+    start = time.perf_counter()
+    for session, binding in bindings:
+        session.run_with_iobinding(binding)
+    bindings[-1][1].synchronize_outputs()
     return sequences / (time.perf_counter() - start)
 
 
 def classifier_throughput(
-    classifier: SentimentClassifier,
+    classifier: Model,
     texts: Sequence[str],
     batch_size: int,
     *,

@@ -46,8 +46,8 @@ from stream.bench.model import (
 from stream.bench.pipeline import BenchWorker, WorkerConfig, tagged_records
 from stream.bench.stats import Spread, paired_ratio
 from stream.bench.workload import Workload, worker_settings
-from stream.classifier import SentimentClassifier
 from stream.mixed import MixedRule
+from stream.routing import LoadedModel, load_model
 from stream.settings import Settings
 
 __all__ = ["BenchOptions", "Bench"]
@@ -136,18 +136,16 @@ class Bench:
     echo: Echo
     results: dict[str, Any] = field(default_factory=dict)
     events_n: int = 0
-    _classifiers: dict[tuple[Path | None, int], SentimentClassifier] = field(default_factory=dict)
+    _classifiers: dict[tuple[Path | None, int], LoadedModel] = field(default_factory=dict)
     _workers: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- building blocks ------------------------------------------------------------------------
-    def classifier(self, threads: int, model_dir: Path | None = None) -> SentimentClassifier:
+    def classifier(self, threads: int, model_dir: Path | None = None) -> LoadedModel:
         """A model with ``threads`` intra-op threads (loaded once per model and thread count);
         ``model_dir`` None = the bench's model."""
         if (model_dir, threads) not in self._classifiers:
             model = model_dir or self.options.model_dir or self.settings.model.path
-            self._classifiers[model_dir, threads] = SentimentClassifier.load(
-                model, self.options.device, threads
-            )
+            self._classifiers[model_dir, threads] = load_model(model, self.options.device, threads)
         return self._classifiers[model_dir, threads]
 
     @contextlib.contextmanager
