@@ -361,7 +361,10 @@ def softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
         return logits
     wide = logits.astype(np.float64)
     shifted = np.exp(wide - wide.max(axis=1, keepdims=True))
-    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+    probabilities: NDArray[np.float32] = (shifted / shifted.sum(axis=1, keepdims=True)).astype(
+        np.float32
+    )
+    return probabilities
 
 
 def file_sha256(path: Path) -> str:

@@ -806,6 +806,14 @@ def bench(
             help="A second model directory (e.g. a copy of the previous artifact): its (a) is measured in the same repeats on the same texts, and a/a_baseline reported."
         ),
     ] = None,
+    chinese_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of the simulated users writing Chinese test reviews (the routed model's other graph); 0 = English only.",
+        ),
+    ] = 0.0,
     repeats: Annotated[int, typer.Option(min=1, help="Repeats of (a)-(d); medians need >= 3.")] = 3,
     events: Annotated[
         int,
@@ -859,7 +867,7 @@ def bench(
     default_users = 1_000_000 if state_only else 50_000
     options = BenchOptions(
         model_dir=model, device=device, repeats=repeats, burst_s=burst_s, events=events,  # type: ignore[arg-type]  # checked above
-        baseline_model_dir=baseline_model,
+        baseline_model_dir=baseline_model, chinese_share=chinese_share,
         batch_size=batch_size, max_wait_s=max_wait_s, latency_s=latency_s, state_only=state_only,
         state_users=default_users if state_users is None else state_users, sweep_sizes=sizes,
     )  # fmt: skip

