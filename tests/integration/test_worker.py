@@ -29,11 +29,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.broker import create_topics
-from stream.classifier import SentimentClassifier
 from stream.errors import BrokerUnavailableError, ConfigError
 from stream.events import decode_behavior, decode_comment
 from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.routing import load_model
 from stream.settings import ProfileSettings, load_settings
 from stream.worker import ensure_topics, wait_for_broker_with_backoff
 
@@ -179,7 +179,7 @@ def _produce(broker: Any, names: dict[str, str], first: int = 0, count: int = 24
 
 def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
     """The reference: the same classifier, stream.mixed and stream.profile, one event at a time."""
-    classifier = SentimentClassifier.load(model_dir, "cpu")
+    classifier = load_model(model_dir, "cpu")
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
     for topic, partition, offset, value in produced.valid:
