@@ -20,7 +20,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from export.manifest import VARIANT_FILES, read_manifest, write_manifest
 from export.onnx_export import OPSET, export_fp32, load_checkpoint, optimise, quantise_int8, to_fp16
 from export.validate import (
     BATCH_INDEPENDENCE_TOLERANCE,
@@ -28,6 +27,12 @@ from export.validate import (
     runtime_batch_independence,
     torch_logits_fn,
     validate,
+)
+from models.contract.manifest import (
+    DEFAULT_MODEL_DIR,
+    VARIANT_FILES,
+    read_manifest,
+    write_manifest,
 )
 from models.data import LABELS, Split, load, split
 from models.train import base_name
@@ -43,7 +48,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "models" / "artifact"
+ARTIFACT_DIR = DEFAULT_MODEL_DIR
+"""Where ``ship`` copies to by default: the committed artifact."""
 
 
 def _training_record(checkpoint: Path) -> dict[str, Any]:

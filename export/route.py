@@ -1,6 +1,6 @@
 """``portrait route``: two exported models behind one script routing rule, gated and described.
 
-The routed directory (see :mod:`stream.routing` for the rule)::
+The routed directory (see :mod:`models.contract.routing` for the rule)::
 
     manifest.json   model_version, labels, routing {rule, threshold, routes, share}, files
                     {latin/manifest.json, other/manifest.json: sha256}, evaluation, quality,
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export.manifest import MANIFEST, file_sha256, read_manifest
 from export.pipeline import batch_independence_gate, evaluate_graphs, quality, ship
+from models.contract.manifest import MANIFEST, file_sha256, read_manifest
+from models.contract.routing import ROUTES, RULE, routing_of
 from models.data import load, split
-from stream.routing import ROUTES, RULE, routing_of
 
 __all__ = ["DEFAULT_THRESHOLD", "build_routed"]
 

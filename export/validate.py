@@ -19,17 +19,20 @@ A failing check does not stop the others: :func:`validate` collects every failin
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import torch
 
+from models.contract.errors import PortraitError
 from models.metrics import classification_report
 
 __all__ = [
@@ -54,7 +57,7 @@ Batch = dict[str, npt.NDArray[np.int64]]
 LogitsFn = Callable[[Batch], npt.NDArray[np.float32]]
 
 
-class ParityError(RuntimeError):
+class ParityError(PortraitError, RuntimeError):
     """An exported graph disagrees with its reference; ``failures`` lists every failing case."""
 
     def __init__(self, failures: Sequence[str], report: ParityReport | None = None) -> None:
@@ -85,7 +88,8 @@ def onnx_logits(session: ort.InferenceSession, batch: Batch) -> npt.NDArray[np.f
         float32 logits, shape (batch_size, num_labels).
     """
     wanted = {i.name for i in session.get_inputs()}
-    return session.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
+    logits = session.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
+    return np.asarray(logits, dtype=np.float32)
 
 
 def torch_logits_fn(model: torch.nn.Module) -> LogitsFn:
@@ -94,16 +98,16 @@ def torch_logits_fn(model: torch.nn.Module) -> LogitsFn:
     @torch.inference_mode()
     def run(batch: Batch) -> npt.NDArray[np.float32]:
         out = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits
-        return out.float().numpy()
+        return np.asarray(out.float().numpy(), dtype=np.float32)
 
     return run
 
 
 def shape_cases(
-    tokenizer,
+    tokenizer: Any,  # a Hugging Face tokenizer (untyped)
     texts: Sequence[str],
     shapes: Sequence[tuple[int, int]] = SHAPES,
-    seed: int = 0,  # type: ignore[no-untyped-def]  # HF tokenizer
+    seed: int = 0,
 ) -> list[tuple[str, Batch]]:
     """Padded batches of real token sequences at the given shapes.
 
@@ -146,8 +150,11 @@ def _batch(ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Batch:
 
 
 def text_batches(
-    tokenizer, texts: Sequence[str], max_seq_len: int, batch_size: int = 64
-) -> list[tuple[list[int], Batch]]:  # type: ignore[no-untyped-def]  # HF tokenizer
+    tokenizer: Any,  # a Hugging Face tokenizer (untyped)
+    texts: Sequence[str],
+    max_seq_len: int,
+    batch_size: int = 64,
+) -> list[tuple[list[int], Batch]]:
     """Real texts, length-sorted and padded to the longest in each batch (as the worker does).
 
     Returns:
@@ -204,14 +211,14 @@ def runtime_batch_independence(
     """Probabilities of each text alone vs inside micro-batches, through the worker's runtime.
 
     The micro-batches take ``texts`` in their given order (mixed lengths), ``batch_size`` at a
-    time; :class:`stream.classifier.SentimentClassifier` cuts each into its length-sorted
+    time; :class:`models.contract.classifier.SentimentClassifier` cuts each into its length-sorted
     sub-batches exactly as the worker does. ``together``, when given, holds those micro-batch
     probabilities already (shape (len(texts), num_labels)).
 
     Returns:
         The largest |probability difference| and the number of texts whose label changed.
     """
-    from stream.routing import load_model
+    from models.contract.routing import load_model
 
     clf = load_model(model_dir, device="cpu", variant=variant)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])
@@ -242,7 +249,7 @@ def _batch_invariance(fn: LogitsFn, cases: Sequence[tuple[str, Batch]]) -> tuple
 def validate(
     reference: LogitsFn,
     graphs: Mapping[str, Path],
-    tokenizer,  # type: ignore[no-untyped-def]  # HF tokenizer
+    tokenizer: Any,  # a Hugging Face tokenizer (untyped)
     texts: Sequence[str],
     labels: Sequence[int],
     *,
@@ -274,12 +281,11 @@ def validate(
     fp32_pred: npt.NDArray[np.int64] | None = None
     for name, path in graphs.items():
         session = _session(path)
-        fn: LogitsFn = lambda b, s=session: onnx_logits(s, b)  # noqa: E731
+        fn: LogitsFn = functools.partial(onnx_logits, session)
         one_row = (rows_per_run or {}).get(name) == 1
         logits = _all_logits(fn, _row_batches(batches) if one_row else batches, len(texts))
-        report.macro_f1[name] = float(
-            classification_report(labels, logits.argmax(1).tolist())["macro_f1"]
-        )
+        macro_f1 = classification_report(labels, logits.argmax(1).tolist())["macro_f1"]
+        report.macro_f1[name] = float(cast(float, macro_f1))
         if name.startswith("fp32"):
             diffs = [float(np.abs(fn(b) - reference(b)).max()) for _, b in cases]
             diffs.append(float(np.abs(logits - ref_logits).max()))

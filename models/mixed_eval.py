@@ -2,7 +2,8 @@
 
 The sets (``eval_en.jsonl``, ``eval_zh.jsonl``; guideline and composition in
 ``models/mixed/README.md``) were written for this project and labelled by one annotator. Each
-comment goes through the worker's own path: :func:`stream.mixed.classify_with_clauses` with the
+comment goes through the worker's own path: :func:`models.contract.mixed.classify_with_clauses`
+with the
 exported model, so the figures are those of the shipped rule, threshold and graph. The report
 also gives precision and recall at other thresholds, to show what the threshold trades.
 """
@@ -72,8 +73,8 @@ def evaluate_mixed(
         FileNotFoundError: no ``eval_*.jsonl`` in ``sets``.
         ModelLoadError: the model directory cannot be loaded.
     """
-    from stream.mixed import DEFAULT_THRESHOLD, ClauseBatch, MixedRule
-    from stream.routing import load_model
+    from models.contract.mixed import DEFAULT_THRESHOLD, ClauseBatch, MixedRule
+    from models.contract.routing import load_model
 
     files = sorted(sets.glob("eval_*.jsonl"))
     if not files:

@@ -137,8 +137,8 @@ def _word_offsets(enc: Any, row: int) -> list[tuple[int, int]]:
 
 
 def _masked_batch(
-    tokenizer, collator, texts: list[str], cfg: PretrainConfig, generator
-) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]  # transformers types
+    tokenizer: Any, collator: Any, texts: list[str], cfg: PretrainConfig, generator: Any
+) -> dict[str, torch.Tensor]:  # tokenizer and collator: transformers objects, untyped
     """Tokenize, pad and mask one batch: input_ids, attention_mask, labels (-100 = not masked)."""
     enc = tokenizer(
         texts, padding=True, truncation=True, max_length=cfg.max_seq_len,
@@ -172,8 +172,13 @@ def _mlm_loss(
 
 @torch.inference_mode()
 def _heldout_loss(
-    model, tokenizer, collator, texts: list[str], cfg: PretrainConfig, device
-) -> float:  # type: ignore[no-untyped-def]  # transformers types
+    model: Any,
+    tokenizer: Any,
+    collator: Any,
+    texts: list[str],
+    cfg: PretrainConfig,
+    device: torch.device,
+) -> float:  # model, tokenizer, collator: transformers objects, untyped
     model.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     losses = [
@@ -257,7 +262,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
     torch.manual_seed(cfg.seed)
     model = BertForMaskedLM.from_pretrained(base)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.to(device).train()
+    model.to(device).train()  # type: ignore[arg-type]  # transformers types .to() for models only
     collator = DataCollatorForLanguageModeling(
         tokenizer, whole_word_mask=True, mlm_probability=cfg.mlm_probability
     )

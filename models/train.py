@@ -258,7 +258,8 @@ def _class_weights(rows: Sequence[LabelledComment], power: float) -> torch.Tenso
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [
@@ -275,7 +276,7 @@ def _optimisation_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> None:
     """Back-propagate, clip the gradient norm to 1, step the optimiser and the schedule."""
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     scheduler.step()

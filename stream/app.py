@@ -39,13 +39,13 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
+from models.contract.errors import ConfigError
+from models.contract.protocol import Classifier
+from models.contract.routing import load_model
 from stream.batching import MicroBatch, micro_batches
-from stream.classifier import Classifier
-from stream.errors import ConfigError
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BatchProcessor, BatchResult, SourceRecord
-from stream.routing import load_model
 from stream.settings import BatchSettings, KafkaSettings, Settings
 
 __all__ = [

@@ -1,7 +1,8 @@
 """Event schemas (``comments.v1``, ``behavior.v1``, ``profile-updates.v1``, ``erasure.v1``).
 
 Source events arrive as raw bytes. :func:`decode_comment` and :func:`decode_behavior` turn them into
-validated models or raise :class:`~stream.errors.EventError` with a short ``reason`` code; the
+validated models or raise :class:`~models.contract.errors.EventError` with a short ``reason`` code;
+the
 worker then writes the original bytes to the dead-letter topic with the headers named by the
 ``HEADER_*`` constants below (see :func:`dead_letter_headers`).
 
@@ -21,7 +22,6 @@ Unknown fields are ignored, so producers may add fields without breaking the wor
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -34,7 +34,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from stream.errors import EventError
+from models.contract.errors import EventError
+from models.contract.text import replace_lone_surrogates
 
 __all__ = [
     "BEHAVIOR_ACTIONS",
@@ -67,23 +68,7 @@ BEHAVIOR_ACTIONS = ("view", "click", "like", "share", "cart", "purchase", "retur
 """The ``action`` values of ``behavior.v1``, in the order profiles list them."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_DETAIL_CHARS = 1000
-
-
-def replace_lone_surrogates(text: str) -> str:
-    """Replace lone UTF-16 surrogates (U+D800..U+DFFF) by U+FFFD.
-
-    Python strings hold a surrogate only when it is unpaired (JSON ``"\\ud83d"`` decodes to one);
-    such a string cannot be encoded as UTF-8 and makes the fast tokenizer raise.
-
-    Args:
-        text: Any string.
-
-    Returns:
-        ``text`` itself when it holds no surrogate, else a copy with each one replaced.
-    """
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def parse_event_time(value: Any) -> datetime:

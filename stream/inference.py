@@ -5,7 +5,8 @@ executor (one thread is enough: onnxruntime parallelises inside a call), so the 
 committing and serving the other agent while the model runs. A failing call is retried
 ``RetryPolicy.attempts`` times in all with doubling backoff; if the batch still fails, each text is
 tried once on its own, so one poison text cannot sink its batch, and only the texts that still fail
-get an :class:`~stream.errors.InferenceError` (the worker dead-letters them). Nothing here logs or
+get an :class:`~models.contract.errors.InferenceError` (the worker dead-letters them). Nothing here
+logs or
 raises the text itself.
 """
 
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.classifier import Classifier
-from stream.errors import InferenceError
+from models.contract.errors import InferenceError
+from models.contract.protocol import Classifier
 from stream.metrics import Metrics
 
 __all__ = ["Probabilities", "InferenceRunner", "RetryPolicy"]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from stream.errors import BrokerUnavailableError
+from models.contract.errors import BrokerUnavailableError
 
 if TYPE_CHECKING:
     from stream.settings import KafkaSettings

@@ -68,7 +68,7 @@ class Metrics:
             update emitted, seconds.
         predictions: ``portrait_predictions_total{label}``: comments classified, by predicted label.
         mixed_comments: ``portrait_mixed_comments_total``: comments applied to a profile whose
-            clauses carry confident opposite polarities (:mod:`stream.mixed`).
+            clauses carry confident opposite polarities (:mod:`models.contract.mixed`).
         profile_updates: ``portrait_profile_updates_total``: profile-update events emitted.
         model_info: ``portrait_model_info{model_version, provider, device, requested_device}``:
             1 for the model in use; ``device`` is where it runs, ``requested_device`` the

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stream.errors import BrokerUnavailableError, PortraitError
+from models.contract.errors import BrokerUnavailableError, PortraitError
 from stream.events import ErasureRequest
 from stream.kafka_admin import create_topics, kafka_client_config
 from stream.settings import PseudonymisationSettings, Settings

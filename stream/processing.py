@@ -10,11 +10,12 @@ Per micro-batch, in this order:
 
 1. Decode every record (``events.decode_*``); an undecodable or invalid value, or a record whose key
    is not the event's ``user_id`` (the profile table is partitioned by the record key), gets an
-   :class:`~stream.errors.EventError`.
-2. Comments only: classify all decoded texts and their clauses (:class:`stream.mixed.ClauseBatch`,
+   :class:`~models.contract.errors.EventError`.
+2. Comments only: classify all decoded texts and their clauses
+(:class:`models.contract.mixed.ClauseBatch`,
    unless ``PORTRAIT_MIXED__ENABLED`` is off) in one call, off the event loop
    (:class:`stream.inference.InferenceRunner`: bounded retries, then one call per text; a comment
-   whose own text still fails gets an :class:`~stream.errors.InferenceError`, reason
+   whose own text still fails gets an :class:`~models.contract.errors.InferenceError`, reason
    ``inference_failed``; a failed clause is left out of the mixed verdict).
 3. Without any ``await`` (so the other agent cannot interleave): write each failed record to the
    dead-letter topic with its original key, value and headers plus the ``portrait.*`` headers; apply
@@ -47,9 +48,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from models.contract.errors import EventError, InferenceError
+from models.contract.mixed import ClauseBatch, MixedRule
+from models.contract.protocol import Classifier
 from stream.batching import MicroBatch
-from stream.classifier import Classifier
-from stream.errors import EventError, InferenceError
 from stream.events import (
     BehaviorEvent,
     CommentEvent,
@@ -61,7 +63,6 @@ from stream.events import (
 )
 from stream.inference import InferenceRunner, RetryPolicy
 from stream.metrics import Metrics
-from stream.mixed import ClauseBatch, MixedRule
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
 from stream.records import (
     INFERENCE_FAILED,
@@ -192,7 +193,7 @@ class BatchProcessor:
         pseudonymise: Maps a user id to the id stored and emitted (a
             :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
         ledger: The erasure requests carried out (required for :meth:`process_erasures`).
-        mixed: Mixed-sentiment detection on the comments' clauses (:mod:`stream.mixed`).
+        mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
 
     Raises:
         ValueError: ``retry.attempts`` < 1.

@@ -30,7 +30,8 @@ The figures:
   category (a decayed event count at ``t_ref``; every event counts 1 before decay), and its own
   ``sentiment_score`` as above over the comments in that category.
 
-Mixed comments (:mod:`stream.mixed`) are counted, not decayed: ``mixed_count`` comments out of
+Mixed comments (:mod:`models.contract.mixed`) are counted, not decayed: ``mixed_count`` comments
+out of
 ``comment_count`` had clauses of confident opposite polarity (``mixed_share`` is the ratio). Per
 category, ``positive_count`` and ``negative_count`` count the comments by their whole-comment
 arg-max label, as ``label_counts`` does: a mixed comment counts once, under that label (a comment
@@ -58,6 +59,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from models.contract.labels import LABELS
 from stream.events import BEHAVIOR_ACTIONS, BehaviorEvent, CommentEvent
 from stream.settings import ProfileSettings
 
@@ -74,7 +76,6 @@ __all__ = [
     "summary",
 ]
 
-LABELS = ("negative", "neutral", "positive")
 """Sentiment labels in probability-column order."""
 
 SCHEMA_VERSION = 1
@@ -107,7 +108,7 @@ class ScoredComment:
         probabilities: ``(p_negative, p_neutral, p_positive)``, each in [0, 1], summing to 1
             (within 1e-3); numpy scalars are converted to ``float``.
         mixed: Whether its clauses carry confident opposite polarities
-            (:meth:`stream.mixed.MixedRule.is_mixed`); default False.
+            (:meth:`models.contract.mixed.MixedRule.is_mixed`); default False.
 
     Raises:
         ValueError: ``probabilities`` is not three finite numbers in [0, 1] summing to 1.

@@ -1,6 +1,6 @@
 """Sending records to Kafka in order, at a rate or as fast as possible, with a progress bar.
 
-Used by ``portrait replay`` (:mod:`stream.replay`) and ``portrait demo``. Invalid rows travel
+Used by ``portrait replay`` (:mod:`stream.tools.replay`) and ``portrait demo``. Invalid rows travel
 through :func:`publish` as :class:`InvalidRow` items so a file is read once, lazily; they are
 collected into the :class:`ReplayReport`, never sent.
 """
@@ -54,7 +54,8 @@ class InvalidRow:
 
     Attributes:
         line: 1-based line of the row in its file.
-        reason: short code, as :class:`~stream.errors.EventError` reasons (``"not_json"``, ...).
+        reason: short code, as :class:`~models.contract.errors.EventError` reasons (``"not_json"``,
+        ...).
         detail: what is wrong; names fields, never their content.
     """
 
@@ -117,7 +118,7 @@ def make_producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from stream.errors import BrokerUnavailableError
+    from models.contract.errors import BrokerUnavailableError
     from stream.kafka_admin import kafka_client_config
 
     if not settings.kafka.bootstrap_servers:

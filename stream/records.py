@@ -2,7 +2,8 @@
 
 Plain Python, no faust or Kafka import. The faust agents wrap each Kafka record in a
 :class:`SourceRecord`; :func:`decode_record` turns it into an event (or raises
-:class:`~stream.errors.EventError`), and :func:`dead_letter_record_headers` gives the headers of its
+:class:`~models.contract.errors.EventError`), and :func:`dead_letter_record_headers` gives the
+headers of its
 dead-letter record when it cannot be used. :mod:`stream.processing` runs these for every micro-batch
 and re-exports them.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from stream.errors import EventError, InferenceError
+from models.contract.errors import EventError, InferenceError
 from stream.events import (
     HEADER_ERROR_DETAIL,
     HEADER_ERROR_REASON,

@@ -30,7 +30,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.errors import ConfigError
+from models.contract.errors import ConfigError
+from models.contract.manifest import DEFAULT_MODEL_DIR
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
@@ -50,8 +51,6 @@ __all__ = [
 ENV_PREFIX = "PORTRAIT_"
 """Prefix of every Portrait environment variable."""
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "artifact"
-"""The committed model artifact (written by ``portrait export``), used when no path is set."""
 
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"  # Kafka's legal topic-name characters and length
 _HOST_PORT = re.compile(r"^[^\s:,]+:(\d{1,5})$|^\[[0-9A-Fa-f:.]+\]:(\d{1,5})$")
@@ -203,14 +202,15 @@ class ProfileSettings(_Frozen):
 
 
 class MixedSettings(_Frozen):
-    """Mixed-sentiment detection on clauses (``PORTRAIT_MIXED__...``); see :mod:`stream.mixed`.
+    """Mixed-sentiment detection on clauses (``PORTRAIT_MIXED__...``); see
+    :mod:`models.contract.mixed`.
 
     Attributes:
         enabled: Split comments into clauses and classify them with the comments (default True);
             off, no comment is mixed and inference sees only the comments.
         threshold: A comment is mixed when one clause has ``p_positive`` and another
             ``p_negative`` as its largest probability and at least this, 0.35..1 (default 0.4;
-            see :mod:`stream.mixed`).
+            see :mod:`models.contract.mixed`).
         max_clauses: Most clauses classified per comment, 2..64 (default 8); each adds one row to
             the micro-batch's inference call.
     """

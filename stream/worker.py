@@ -2,9 +2,9 @@
 
 :func:`run_worker` does, in order:
 
-1. Refuse to start without bootstrap servers (:class:`~stream.errors.ConfigError`).
-2. Load the model (:class:`~stream.errors.ModelLoadError`,
-   :class:`~stream.errors.DeviceUnavailableError`: CUDA asked for but unusable) and log the
+1. Refuse to start without bootstrap servers (:class:`~models.contract.errors.ConfigError`).
+2. Load the model (:class:`~models.contract.errors.ModelLoadError`,
+   :class:`~models.contract.errors.DeviceUnavailableError`: CUDA asked for but unusable) and log the
    onnxruntime provider in use.
 3. Wait for the broker, retrying with capped exponential backoff and one log line per attempt.
 4. Create the missing topics (comments, behaviour, erasure, profile updates, dead letters) with
@@ -28,12 +28,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from models.contract.errors import BrokerUnavailableError, ConfigError
+from models.contract.protocol import Classifier
+from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
-from stream.classifier import Classifier
-from stream.errors import BrokerUnavailableError, ConfigError
 from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
 from stream.metrics import start_metrics_server
-from stream.routing import load_model
 from stream.settings import Settings
 
 __all__ = [

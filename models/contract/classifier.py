@@ -18,24 +18,29 @@ when it works and the CPU otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
-import onnxruntime as ort  # type: ignore[import-untyped]  # onnxruntime ships no type hints
+import onnxruntime as ort  # no type hints: mypy's overrides ignore its imports
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
-from stream.errors import DeviceUnavailableError, InferenceError, ModelLoadError
-from stream.events import replace_lone_surrogates
-from stream.settings import DEFAULT_MODEL_DIR
+from models.contract.errors import DeviceUnavailableError, InferenceError, ModelLoadError
+from models.contract.logits import softmax
+from models.contract.manifest import DEFAULT_MODEL_DIR, file_sha256
+from models.contract.text import replace_lone_surrogates
 
-__all__ = ["CHARS_PER_TOKEN_LIMIT", "Classifier", "Device", "SentimentClassifier", "softmax_rows"]
+__all__ = [
+    "CHARS_PER_TOKEN_LIMIT",
+    "Device",
+    "SentimentClassifier",
+    "softmax_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +65,6 @@ _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _FIX_HINT = "run `portrait export`, or set PORTRAIT_MODEL__PATH to a directory it wrote"
 
 Device = Literal["auto", "cpu", "cuda"]
-
-
-class Classifier(Protocol):
-    """What the worker needs of a classifier (fakes in tests; :class:`SentimentClassifier`)."""
-
-    labels: tuple[str, ...]
-    model_version: str
-    provider: str
-
-    def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """float32 probabilities, shape (batch_size, num_labels), rows sum to 1, input order."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -349,31 +342,13 @@ def _sub_batches(sorted_lengths: NDArray[np.int64], max_rows: int = 0) -> list[t
 
 
 def softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Row-wise softmax in float64, shifted by the row maximum for numerical safety.
+    """:func:`models.contract.logits.softmax` as float32, the runtime's dtype.
 
-    Args:
-        logits: shape (batch_size, num_labels); (0, num_labels) is returned as is.
-
-    Returns:
-        float32 probabilities of the same shape, rows sum to 1.
+    An empty batch, shape (0, num_labels), is returned as is.
     """
     if len(logits) == 0:
         return logits
-    wide = logits.astype(np.float64)
-    shifted = np.exp(wide - wide.max(axis=1, keepdims=True))
-    probabilities: NDArray[np.float32] = (shifted / shifted.sum(axis=1, keepdims=True)).astype(
-        np.float32
-    )
-    return probabilities
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return softmax(logits).astype(np.float32)
 
 
 def _check_file(model_dir: Path, name: str, manifest: _Manifest) -> Path:

@@ -7,13 +7,13 @@ It depends on nothing but the standard library, so the worker can read and verif
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from stream.classifier import file_sha256
-
 __all__ = [
+    "DEFAULT_MODEL_DIR",
     "MANIFEST",
     "VARIANT_FILES",
     "file_sha256",
@@ -21,6 +21,9 @@ __all__ = [
     "verify_files",
     "write_manifest",
 ]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifact"
+"""The committed model artifact (``models/artifact``), used when no model path is set."""
 
 MANIFEST = "manifest.json"
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
@@ -40,6 +43,15 @@ _PROVIDERS = {
     "int8": ["CPUExecutionProvider"],
     "fp16": ["CUDAExecutionProvider"],
 }
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_manifest(

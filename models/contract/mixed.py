@@ -69,7 +69,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:  # a Protocol, for annotations only: no onnxruntime import at run time
-    from stream.classifier import Classifier
+    from models.contract.protocol import Classifier
 
 __all__ = [
     "DEFAULT_MAX_CLAUSES",
@@ -84,7 +84,9 @@ __all__ = [
     "split_clauses",
 ]
 
-LABEL_ORDER = ("negative", "neutral", "positive")
+from models.contract.labels import LABELS
+
+LABEL_ORDER = LABELS  # the name this module has exported
 """Probability columns the rule reads: ``p_negative`` is column 0, ``p_positive`` column 2."""
 
 DEFAULT_THRESHOLD = 0.4

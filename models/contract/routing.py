@@ -31,9 +31,9 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from stream.classifier import Device, SentimentClassifier, file_sha256, softmax_rows
-from stream.errors import ModelLoadError
-from stream.settings import DEFAULT_MODEL_DIR
+from models.contract.classifier import Device, SentimentClassifier, softmax_rows
+from models.contract.errors import ModelLoadError
+from models.contract.manifest import DEFAULT_MODEL_DIR, file_sha256
 
 __all__ = [
     "ROUTES",
@@ -126,7 +126,7 @@ def routing_of(model_dir: Path) -> Routing | None:
 class RoutedClassifier:
     """Several :class:`SentimentClassifier` graphs behind one classifier, chosen per text.
 
-    Satisfies :class:`stream.classifier.Classifier`. Build it with :func:`load_model`.
+    Satisfies :class:`models.contract.classifier.Classifier`. Build it with :func:`load_model`.
 
     Attributes:
         labels: Class names in probability-column order (the same in every route).

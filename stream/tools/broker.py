@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from stream.errors import BrokerUnavailableError
+from models.contract.errors import BrokerUnavailableError
 from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
 
 __all__ = [

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -481,7 +481,7 @@ def _quiet_kafka_clients(verbose: bool) -> None:
 
 def _settings_or_exit() -> Any:
     """Build the settings once; a bad setting prints its env var and exits with code 2."""
-    from stream.errors import ConfigError
+    from models.contract.errors import ConfigError
     from stream.settings import load_settings
 
     try:
@@ -530,16 +530,22 @@ def replay(
     """
     _logging(verbose)
     _quiet_kafka_clients(verbose)
-    from stream.errors import BrokerUnavailableError
-    from stream.replay import format_report, replay_file
+    from models.contract.errors import BrokerUnavailableError
+    from stream.tools.replay import format_report, replay_file
 
     if file_format not in ("auto", "jsonl", "csv"):
         raise typer.BadParameter("must be auto, jsonl or csv", param_hint="--format")
+    checked_format = cast(Literal["auto", "jsonl", "csv"], file_format)
     settings = _settings_or_exit()
     try:
         report = replay_file(
-            file, settings, topic=topic, rate_per_s=rate, file_format=file_format, progress=progress
-        )  # type: ignore[arg-type]  # checked above
+            file,
+            settings,
+            topic=topic,
+            rate_per_s=rate,
+            file_format=checked_format,
+            progress=progress,
+        )
     except (BrokerUnavailableError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -592,9 +598,9 @@ def demo(
             logging.getLogger(name).setLevel(logging.WARNING)
     import signal
 
-    from stream.demo import DemoOptions, run_demo
-    from stream.demo_report import format_summary
-    from stream.errors import PortraitError
+    from models.contract.errors import PortraitError
+    from stream.tools.demo import DemoOptions, run_demo
+    from stream.tools.demo_report import format_summary
 
     settings = _settings_or_exit()
     options = DemoOptions(users=users, seed=seed, out=out, timeout_s=timeout_s, rate_per_s=rate,
@@ -635,9 +641,9 @@ def profiles(
     """
     _logging(verbose)
     _quiet_kafka_clients(verbose)
-    from stream.broker import kafka_client_config
-    from stream.errors import BrokerUnavailableError
-    from stream.follow import read_profiles
+    from models.contract.errors import BrokerUnavailableError
+    from stream.tools.broker import kafka_client_config
+    from stream.tools.follow import read_profiles
 
     settings = _settings_or_exit()
     if not settings.kafka.bootstrap_servers:
@@ -686,7 +692,7 @@ def forget(
     """
     _logging(verbose)
     _quiet_kafka_clients(verbose)
-    from stream.errors import BrokerUnavailableError
+    from models.contract.errors import BrokerUnavailableError
     from stream.privacy import ErasureTimeoutError, request_erasure
 
     try:
@@ -716,7 +722,7 @@ def demo_events(
     behaviour events around each comment), for `portrait replay` against any Kafka. Event times
     are historical, so end-to-end latency measured on a replay is the events' age.
     """
-    from stream.simulate import load_test_texts, simulate
+    from stream.tools.simulate import load_test_texts, simulate
 
     try:
         population = simulate(load_test_texts(), users=users, seed=seed, days=days)
@@ -744,7 +750,7 @@ def schemas(
     Generated from the pydantic models the worker validates and emits with; field descriptions
     (meanings, units) come from the models' docstrings.
     """
-    from stream.schemas import stale_files, write_schemas
+    from stream.tools.schemas import stale_files, write_schemas
 
     if check:
         stale = stale_files(out)
@@ -855,8 +861,8 @@ def bench(
     if not verbose:
         for name in ("stream", "models"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    from stream.bench import BenchOptions, format_table, run_bench, write_chart, write_json
-    from stream.errors import PortraitError
+    from models.contract.errors import PortraitError
+    from stream.tools.bench import BenchOptions, format_table, run_bench, write_chart, write_json
 
     if device not in ("cpu", "cuda"):
         raise typer.BadParameter("must be cpu or cuda", param_hint="--device")
@@ -939,7 +945,7 @@ def worker() -> None:
     # info, so no log level prints comment text or user ids.
     for name in ("faust.topics", "aiokafka"):
         logging.getLogger(name).setLevel(logging.INFO)
-    from stream.errors import ConfigError, DeviceUnavailableError, ModelLoadError
+    from models.contract.errors import ConfigError, DeviceUnavailableError, ModelLoadError
     from stream.worker import run_worker
 
     try:

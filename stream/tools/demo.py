@@ -4,9 +4,10 @@ Steps: start the embedded broker when no bootstrap servers are configured (else 
 Kafka, with run-scoped topic names and consumer group so nothing of yours is touched); create the
 topics; start ``portrait worker`` as a subprocess (its settings passed as ``PORTRAIT_...``
 variables, a temporary state directory, a free metrics port, a 6 s session timeout); replay the
-simulated population (:mod:`stream.simulate`) plus a few malformed events on purpose; follow the
+simulated population (:mod:`stream.tools.simulate`) plus a few malformed events on purpose; follow
+the
 profile-updates and dead-letter topics until every event is accounted for; print the summary
-(:mod:`stream.demo_report`); write the final profiles as JSONL; stop what it started, also on
+(:mod:`stream.tools.demo_report`); write the final profiles as JSONL; stop what it started, also on
 Ctrl-C and errors.
 
 "Accounted for" means: the comments and behaviour events reflected in the latest profile of each
@@ -30,20 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.broker import (
+from models.contract.errors import PortraitError
+from stream.publish import ReplayRecord, make_producer, publish
+from stream.settings import Settings
+from stream.tools.broker import (
     EmbeddedBroker,
     create_topics,
     kafka_client_config,
     wait_for_broker,
 )
-from stream.demo_report import DemoResult, latency_percentiles, scrape_consumed
-from stream.errors import PortraitError
-from stream.follow import OutputFollower
-from stream.publish import ReplayRecord, make_producer, publish
-from stream.replay import records_from_events
-from stream.settings import Settings
-from stream.simulate import Population, load_test_texts, profile_fidelity, simulate
-from stream.worker_process import WorkerProcess, free_port
+from stream.tools.demo_report import DemoResult, latency_percentiles, scrape_consumed
+from stream.tools.follow import OutputFollower
+from stream.tools.replay import records_from_events
+from stream.tools.simulate import Population, load_test_texts, profile_fidelity, simulate
+from stream.tools.worker_process import WorkerProcess, free_port
 
 __all__ = ["WARMUP_USER", "DemoError", "DemoOptions", "run_demo"]
 
@@ -161,7 +162,8 @@ def run_demo(
         echo: where progress lines go.
 
     Returns:
-        The :class:`~stream.demo_report.DemoResult`; ``accounted`` is False when events were still
+        The :class:`~stream.tools.demo_report.DemoResult`; ``accounted`` is False when events were
+        still
         missing at the timeout.
 
     Raises:

@@ -1,4 +1,4 @@
-"""The demo's figures and its printed summary (see :mod:`stream.demo`).
+"""The demo's figures and its printed summary (see :mod:`stream.tools.demo`).
 
 End-to-end latency of one profile update = the wall time it was received minus the wall time the
 latest source event it covers was sent: the profile's ``applied_offsets`` name the last applied
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.follow import ProfileReceipt
-from stream.simulate import LABELS, Fidelity, Population
+from stream.tools.follow import ProfileReceipt
+from stream.tools.simulate import LABELS, Fidelity, Population
 
 __all__ = ["DemoResult", "format_summary", "latency_percentiles", "scrape_consumed"]
 

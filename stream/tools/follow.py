@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.errors import BrokerUnavailableError
+from models.contract.errors import BrokerUnavailableError
 
 __all__ = [
     "OutputFollower",
@@ -131,7 +131,8 @@ def read_profiles(
     lower version; then, with ``follow``, each later one as it comes).
 
     Args:
-        client_config: kafka-python connection options (see ``stream.broker.kafka_client_config``).
+        client_config: kafka-python connection options (see
+        ``stream.tools.broker.kafka_client_config``).
         topic: the profile-updates topic.
         user_id: print only this user's latest profile.
         follow: keep following after catching up (until ``stop()`` is true, or Ctrl-C).

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from stream.errors import EventError
+from models.contract.errors import EventError
 from stream.events import decode_behavior, decode_comment
 from stream.publish import (
     InvalidRow,

@@ -46,7 +46,8 @@ __all__ = [
     "simulate",
 ]
 
-LABELS = ("negative", "neutral", "positive")
+from models.contract.labels import LABELS
+
 """Label order of tendencies and shares (the model's probability-column order)."""
 
 _CATEGORIES = ("electronics", "books", "travel", "home", "beauty", "sports", "food", "toys",

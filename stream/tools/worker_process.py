@@ -23,16 +23,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stream.broker import terminate_with_parent
-from stream.demo_report import scrape_consumed
-from stream.errors import PortraitError
+from models.contract.errors import PortraitError
 from stream.settings import Settings, env_name
+from stream.tools.broker import terminate_with_parent
+from stream.tools.demo_report import scrape_consumed
 
 __all__ = ["WorkerProcess", "WorkerProcessError", "free_port", "settings_env"]
 
 logger = logging.getLogger(__name__)
 
-WORKER_COMMAND = (sys.executable, "-c", "from stream.cli import main; main()", "worker")
+WORKER_COMMAND = (sys.executable, "-c", "from stream.tools.cli import main; main()", "worker")
 """How the worker is started: this interpreter running ``portrait worker``."""
 
 

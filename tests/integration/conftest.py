@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker, wait_for_broker
+from stream.tools.broker import EmbeddedBroker, wait_for_broker
 
 _HERE = Path(__file__).resolve().parent
 

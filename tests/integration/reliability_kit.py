@@ -1,7 +1,8 @@
 """Test kit of the reliability tests: settings, seeded events, the offline reference, readers.
 
 The reliability tests (crash recovery, poison events, outages, erasure) all do the same things:
-run ``portrait worker`` as a subprocess (:class:`stream.worker_process.WorkerProcess`), produce
+run ``portrait worker`` as a subprocess (:class:`stream.tools.worker_process.WorkerProcess`),
+produce
 seeded events while recording the offset the broker gave each one, compute the profiles offline
 with the same classifier and ``stream.profile`` functions, read ``profile-updates.v1`` until every
 user has reached the expected version, and compare (counts exact, floats within 1e-6).
@@ -28,14 +29,14 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.broker import create_topics
-from stream.errors import EventError
+from models.contract.errors import EventError
+from models.contract.mixed import classify_with_clauses
+from models.contract.routing import load_model
 from stream.events import BehaviorEvent, CommentEvent, decode_behavior, decode_comment
-from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
-from stream.routing import load_model
 from stream.settings import ProfileSettings, Settings, load_settings
-from stream.worker_process import WORKER_COMMAND, WorkerProcess, free_port
+from stream.tools.broker import create_topics
+from stream.tools.worker_process import WORKER_COMMAND, WorkerProcess, free_port
 
 PARTITIONS = 4
 TOLERANCE = 1e-6
@@ -243,7 +244,7 @@ class BackgroundProducer(threading.Thread):
 def offline_profiles(
     sent: Iterable[Sent], model_dir: Path, pseudonymise: Callable[[str], str] | None = None
 ) -> dict[str, Profile]:
-    """The reference profiles: the same classifier, ``stream.mixed`` and ``stream.profile``
+    """The reference profiles: the same classifier, ``models.contract.mixed`` and ``stream.profile``
     functions, in order.
 
     Records that do not decode are skipped (the worker dead-letters them). Texts are classified

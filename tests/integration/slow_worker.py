@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from stream.classifier import SentimentClassifier
+from models.contract.classifier import SentimentClassifier
 
 
 def _install(marker: str, seconds: float) -> None:
@@ -32,6 +32,6 @@ if __name__ == "__main__":
     marker, seconds = sys.argv[1], float(sys.argv[2])
     del sys.argv[1:3]
     _install(marker, seconds)
-    from stream.cli import main
+    from stream.tools.cli import main
 
     main()

@@ -30,7 +30,7 @@ def test_quick_bench_writes_every_section(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     env["PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     done = subprocess.run(
-        [sys.executable, "-c", "from stream.cli import main; main()", "bench", "--quick",
+        [sys.executable, "-c", "from stream.tools.cli import main; main()", "bench", "--quick",
          "--model", str(tiny_model_dir), "--baseline-model", str(tiny_model_dir),
          "--out", str(out), "--latency-s", "1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,

@@ -1,4 +1,4 @@
-"""The local broker edge: round trip, topic creation, pause/resume (stream/broker.py)."""
+"""The local broker edge: round trip, topic creation, pause/resume (stream/tools/broker.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.broker import EmbeddedBroker, create_topics, wait_for_broker
-from stream.errors import BrokerUnavailableError
+from models.contract.errors import BrokerUnavailableError
+from stream.tools.broker import EmbeddedBroker, create_topics, wait_for_broker
 
 
 def _consume_all(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, bytes]]:

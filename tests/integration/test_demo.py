@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stream.demo import DemoOptions, run_demo
 from stream.settings import load_settings
+from stream.tools.demo import DemoOptions, run_demo
+
+CLI = "from stream.tools.cli import main; main()"
 
 USERS = 20
 
@@ -73,7 +75,7 @@ def test_demo_command_starts_and_stops_its_own_broker(tiny_model_dir: Path, tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     env["PORTRAIT_MODEL__PATH"] = str(tiny_model_dir)
     out = tmp_path / "profiles.jsonl"
-    command = [sys.executable, "-c", "from stream.cli import main; main()", "demo", "--users", "10",
+    command = [sys.executable, "-c", CLI, "demo", "--users", "10",
                "--no-progress", "--out", str(out), "--timeout-s", "240"]  # fmt: skip
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -90,7 +92,7 @@ def test_demo_command_starts_and_stops_its_own_broker(tiny_model_dir: Path, tmp_
 
 
 def test_demo_rejects_zero_users() -> None:
-    command = [sys.executable, "-c", "from stream.cli import main; main()", "demo", "--users", "0"]
+    command = [sys.executable, "-c", CLI, "demo", "--users", "0"]
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
 
@@ -102,7 +104,7 @@ def test_demo_terminated_midway_stops_its_worker_and_broker(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     env["PORTRAIT_MODEL__PATH"] = str(tiny_model_dir)
-    command = [sys.executable, "-c", "from stream.cli import main; main()", "demo", "--users", "10",
+    command = [sys.executable, "-c", CLI, "demo", "--users", "10",
                "--no-progress", "--out", str(tmp_path / "p.jsonl")]  # fmt: skip
     demo = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True)  # fmt: skip

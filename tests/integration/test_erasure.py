@@ -41,7 +41,7 @@ from reliability_kit import (
 from stream.app import changelog_topic_name
 from stream.privacy import ErasureTimeoutError, Pseudonymiser, request_erasure
 from stream.settings import Settings
-from stream.worker_process import settings_env
+from stream.tools.worker_process import settings_env
 
 FORGOTTEN = "u007"
 SECRET = "test-only-pseudonymisation-secret"
@@ -51,7 +51,7 @@ def _forget(settings: Settings, user_id: str) -> dict[str, Any]:
     """Run ``portrait forget USER_ID`` with the worker's settings; its JSON receipt."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     done = subprocess.run(
-        [sys.executable, "-c", "from stream.cli import main; main()", "forget", user_id,
+        [sys.executable, "-c", "from stream.tools.cli import main; main()", "forget", user_id,
          "--wait-s", "60"],
         env={**env, **settings_env(settings)}, capture_output=True, timeout=120, check=False,
     )  # fmt: skip

@@ -26,10 +26,10 @@ from kafka import KafkaProducer
 from reliability_kit import worker_settings
 
 from stream.publish import make_producer, publish
-from stream.replay import records_from_events
 from stream.settings import Settings
-from stream.simulate import Population, load_test_texts, simulate
-from stream.worker_process import WorkerProcess
+from stream.tools.replay import records_from_events
+from stream.tools.simulate import Population, load_test_texts, simulate
+from stream.tools.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "consumer.py"

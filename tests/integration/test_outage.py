@@ -28,8 +28,8 @@ from reliability_kit import (
     worker_settings,
 )
 
-from stream.broker import EmbeddedBroker
-from stream.worker_process import WorkerProcess, free_port
+from stream.tools.broker import EmbeddedBroker
+from stream.tools.worker_process import WorkerProcess, free_port
 
 OUTAGE_S = 30.0
 _NOT_REACHABLE = re.compile(r"broker not reachable .* attempt=(\d+) retry_in_s=(\d+)")

@@ -7,9 +7,9 @@ import json
 from kafka import KafkaProducer
 from typer.testing import CliRunner
 
-from stream.broker import create_topics
-from stream.cli import app
-from stream.follow import read_profiles
+from stream.tools.broker import create_topics
+from stream.tools.cli import app
+from stream.tools.follow import read_profiles
 
 
 def _update(user: str, version: int, comments: int) -> bytes:

@@ -33,10 +33,10 @@ from reliability_kit import wait_until
 from reliability_kit import worker_settings as kit_settings
 
 from stream.publish import ReplayRecord, make_producer, publish
-from stream.replay import records_from_events
 from stream.settings import Settings
-from stream.simulate import load_test_texts, simulate
-from stream.worker_process import WorkerProcess, free_port
+from stream.tools.replay import records_from_events
+from stream.tools.simulate import load_test_texts, simulate
+from stream.tools.worker_process import WorkerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"

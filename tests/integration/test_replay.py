@@ -8,10 +8,10 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
-from stream.broker import create_topics
-from stream.cli import app
-from stream.replay import replay_file
 from stream.settings import load_settings
+from stream.tools.broker import create_topics
+from stream.tools.cli import app
+from stream.tools.replay import replay_file
 
 COMMENT = {"event_id": "c1", "user_id": "u1", "text": "great", "event_time": "2024-05-01T12:00:00Z"}
 BEHAVIOUR = {"event_id": "b1", "user_id": "u2", "action": "purchase", "value": 9.5,

@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.broker import create_topics
-from stream.errors import BrokerUnavailableError, ConfigError
+from models.contract.errors import BrokerUnavailableError, ConfigError
+from models.contract.mixed import classify_with_clauses
+from models.contract.routing import load_model
 from stream.events import decode_behavior, decode_comment
-from stream.mixed import classify_with_clauses
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
-from stream.routing import load_model
 from stream.settings import ProfileSettings, load_settings
+from stream.tools.broker import create_topics
 from stream.worker import ensure_topics, wait_for_broker_with_backoff
 
 PARTITIONS = 2
@@ -104,7 +104,7 @@ def start_worker(
         log_path = tmp_path / f"worker-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-c", "from stream.cli import main; main()", "worker"],
+                [sys.executable, "-c", "from stream.tools.cli import main; main()", "worker"],
                 env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         started.append(Worker(process, log_path, port))
@@ -178,7 +178,8 @@ def _produce(broker: Any, names: dict[str, str], first: int = 0, count: int = 24
 
 
 def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
-    """The reference: the same classifier, stream.mixed and stream.profile, one event at a time."""
+    """The reference: the same classifier, models.contract.mixed and stream.profile, one event at a
+    time."""
     classifier = load_model(model_dir, "cpu")
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}

@@ -1,6 +1,7 @@
 """The committed model artifact (models/artifact): a routed model, its files, manifests and quality.
 
-``models/artifact`` holds two exported models behind the script rule of :mod:`stream.routing`:
+``models/artifact`` holds two exported models behind the script rule of
+:mod:`models.contract.routing`:
 ``latin/`` (the English MiniLM graph) and ``other/`` (the multilingual e5 student).
 """
 
@@ -10,8 +11,8 @@ import json
 
 import pytest
 
-from export.manifest import read_manifest, verify_files
-from stream.routing import ROUTES, RoutedClassifier, load_model, routing_of
+from models.contract.manifest import read_manifest, verify_files
+from models.contract.routing import ROUTES, RoutedClassifier, load_model, routing_of
 from stream.settings import DEFAULT_MODEL_DIR
 
 ARTIFACT = DEFAULT_MODEL_DIR

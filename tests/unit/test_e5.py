@@ -177,7 +177,7 @@ def test_base_refuses_a_changed_or_missing_package_file_naming_what_to_install()
 def test_portrait_base_names_the_one_base_it_builds() -> None:
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from stream.tools.cli import app
 
     result = CliRunner().invoke(app, ["base", "bert-base-chinese"])
     assert result.exit_code == 2 and "e5-small" in result.output

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream.errors import EventError
+from models.contract.errors import EventError
 from stream.events import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_DETAIL,

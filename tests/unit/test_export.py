@@ -129,9 +129,9 @@ def test_int8_runs_one_row_at_a_time_so_a_verdict_ignores_its_micro_batch(  # ty
     honours it, and the export gate measures alone against micro-batches through the runtime."""
     import shutil
 
-    from export.manifest import write_manifest
     from export.validate import runtime_batch_independence
-    from stream.classifier import SentimentClassifier
+    from models.contract.classifier import SentimentClassifier
+    from models.contract.manifest import write_manifest
 
     _, tokenizer, graphs = tiny
     for name in ("fp32", "int8"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from stream.mixed import (
+from models.contract.mixed import (
     DEFAULT_MAX_CLAUSES,
     DEFAULT_THRESHOLD,
     LABEL_ORDER,

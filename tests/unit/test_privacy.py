@@ -22,8 +22,8 @@ from test_worker_logic import (
     records,
 )
 
+from models.contract.errors import ConfigError
 from stream.batching import MicroBatch
-from stream.errors import ConfigError
 from stream.events import ErasureRequest, decode_erasure
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser, user_partition

@@ -30,7 +30,7 @@ def test_every_setting_is_in_the_readme() -> None:
 
 
 def test_every_subcommand_is_in_the_readme() -> None:
-    from stream.cli import app
+    from stream.tools.cli import app
 
     commands = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
     missing = [c for c in commands if f"portrait {c}" not in README]

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.classifier import SentimentClassifier, file_sha256
-from stream.errors import ModelLoadError
-from stream.routing import RULE, RoutedClassifier, load_model, non_latin_share, routing_of
+from models.contract.classifier import SentimentClassifier
+from models.contract.errors import ModelLoadError
+from models.contract.manifest import file_sha256
+from models.contract.routing import RULE, RoutedClassifier, load_model, non_latin_share, routing_of
 
 TEXTS = [
     "Great phone, the battery lasts two days",

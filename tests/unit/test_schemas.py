@@ -18,8 +18,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
-from stream.cli import app
-from stream.errors import EventError, InferenceError
+from models.contract.errors import EventError, InferenceError
 from stream.events import (
     ProfileUpdate,
     dead_letter_headers,
@@ -29,8 +28,9 @@ from stream.events import (
 )
 from stream.processing import SourceRecord, check_key, dead_letter_record_headers
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
-from stream.schemas import DEAD_LETTER_REASONS, build_schemas, stale_files
 from stream.settings import ProfileSettings
+from stream.tools.cli import app
+from stream.tools.schemas import DEAD_LETTER_REASONS, build_schemas, stale_files
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 

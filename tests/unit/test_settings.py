@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stream.errors import ConfigError
+from models.contract.errors import ConfigError
 from stream.settings import DEFAULT_MODEL_DIR, Settings, env_name, load_settings
 
 

@@ -1,4 +1,5 @@
-"""The demo population (stream/simulate.py): deterministic, truthful shares, skewed activity."""
+"""The demo population (stream/tools/simulate.py): deterministic, truthful shares, skewed
+activity."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from stream.events import BehaviorEvent, CommentEvent
-from stream.simulate import LABELS, Population, profile_fidelity, simulate
+from stream.tools.simulate import LABELS, Population, profile_fidelity, simulate
 
 
 @dataclass(frozen=True)

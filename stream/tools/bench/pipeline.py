@@ -1,7 +1,7 @@
 """Measurements (c), (d) and latency: the real worker on the real broker, watched from outside.
 
 Each :class:`BenchWorker` is ``portrait worker`` in its own process
-(:class:`~stream.worker_process.WorkerProcess`) with its own app id, topics and RocksDB state
+(:class:`~stream.tools.worker_process.WorkerProcess`) with its own app id, topics and RocksDB state
 directory, so several configurations can be up at once and none sees another's events. The bench
 process produces comment events to the worker's source topic (kafka-python, key = user id) and an
 :class:`UpdateRecorder` thread reads the worker's profile-update topic.
@@ -29,14 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.bench.stats import nearest_rank
-from stream.broker import create_topics, kafka_client_config
-from stream.errors import PortraitError
-from stream.follow import assign_all, iter_records
+from models.contract.errors import PortraitError
 from stream.publish import ReplayRecord, make_producer, publish
-from stream.replay import records_from_events
 from stream.settings import Settings
-from stream.worker_process import WORKER_COMMAND, WorkerProcess
+from stream.tools.bench.stats import nearest_rank
+from stream.tools.broker import create_topics, kafka_client_config
+from stream.tools.follow import assign_all, iter_records
+from stream.tools.replay import records_from_events
+from stream.tools.worker_process import WORKER_COMMAND, WorkerProcess
 
 __all__ = [
     "BenchError",

@@ -18,7 +18,8 @@ Phases, in order (each prints a progress line):
    1 is the (d) worker and the worker's default size the (c) worker: their medians are reused);
    then a worker per other ``max_wait_s``: one burst and one open-loop run at the first load
    fraction.
-5. State: the state-only mode (:mod:`stream.bench.state`) with the stored predictions of the same
+5. State: the state-only mode (:mod:`stream.tools.bench.state`) with the stored predictions of the
+same
    ``N`` texts.
 
 Why (d) is the same worker with ``max_batch_size=1`` and not a separate minimal faust agent: that
@@ -37,18 +38,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from stream.bench.model import (
+from models.contract.mixed import MixedRule
+from models.contract.routing import LoadedModel, load_model
+from stream.settings import Settings
+from stream.tools.bench.model import (
     classifier_throughput,
     encode_batches,
     micro_batches,
     model_throughput,
 )
-from stream.bench.pipeline import BenchWorker, WorkerConfig, tagged_records
-from stream.bench.stats import Spread, paired_ratio
-from stream.bench.workload import Workload, worker_settings
-from stream.mixed import MixedRule
-from stream.routing import LoadedModel, load_model
-from stream.settings import Settings
+from stream.tools.bench.pipeline import BenchWorker, WorkerConfig, tagged_records
+from stream.tools.bench.stats import Spread, paired_ratio
+from stream.tools.bench.workload import Workload, worker_settings
 
 __all__ = ["BenchOptions", "Bench"]
 

@@ -1,7 +1,8 @@
 """The state-only mode: many distinct users through aggregation and the RocksDB profile table.
 
 The model is replaced by the stored predictions of the same texts
-(:class:`~stream.bench.stored.StoredPredictions`), so what is measured is the rest of the worker:
+(:class:`~stream.tools.bench.stored.StoredPredictions`), so what is measured is the rest of the
+worker:
 decode, profile aggregation (:mod:`stream.profile`), the faust table on RocksDB with its changelog,
 and one profile update per user. Every event belongs to a user of its own, so each event creates a
 new profile: the table grows by one key per event, the worst case for state size.
@@ -25,9 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.bench.pipeline import BenchError, BenchWorker
 from stream.publish import ReplayRecord, make_producer, publish
-from stream.replay import records_from_events
+from stream.tools.bench.pipeline import BenchError, BenchWorker
+from stream.tools.replay import records_from_events
 
 __all__ = ["CLASSIFIER_NOTE", "StateResult", "run_state", "scrape_counter", "state_records"]
 
@@ -105,7 +106,7 @@ def state_records(
     """One comment record per user ``state.<n>`` for ``n`` in ``numbers``, texts cycled.
 
     Args:
-        events: Comment event dicts with real texts (``stream.simulate``).
+        events: Comment event dicts with real texts (``stream.tools.simulate``).
         numbers: The user numbers.
         settings: The worker's settings (its comments topic).
 
@@ -154,7 +155,7 @@ def run_state(
     """Run the state-only measurement on ``worker`` (built with the stored-predictions command).
 
     Args:
-        worker: Not started; its command must be :func:`stream.bench.stored.worker_command`.
+        worker: Not started; its command must be :func:`stream.tools.bench.stored.worker_command`.
         events: Comment events with the texts the predictions file covers.
         users: Distinct users to push through, >= 1.
         timeout_s: Seconds for the worker to start and to finish all updates.

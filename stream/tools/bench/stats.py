@@ -1,7 +1,8 @@
 """Summaries of repeated measurements: median with its spread, ratios, latency percentiles.
 
 Percentiles are nearest-rank (the value at rank ``ceil(p/100 * n)`` of the sorted sample), as in
-:func:`stream.demo_report.latency_percentiles`, so a reported p99 is a latency that was observed.
+:func:`stream.tools.demo_report.latency_percentiles`, so a reported p99 is a latency that was
+observed.
 """
 
 from __future__ import annotations

