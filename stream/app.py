@@ -27,38 +27,34 @@ delivers it again and the profiles skip what they had already applied (offsets i
 from __future__ import annotations
 
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import aclosing, contextmanager
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # see _bound_to()
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import CrashingSupervisor
 from prometheus_client import CollectorRegistry
 
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
-from stream.batching import MicroBatch, micro_batches
+from stream.faust_adapters import (
+    TableErasureLedger,
+    TableProfileStore,
+    TopicSink,
+    consume_in_batches,
+)
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
-from stream.processing import BatchProcessor, BatchResult, SourceRecord
-from stream.settings import BatchSettings, KafkaSettings, Settings
+from stream.processing import BatchProcessor
+from stream.rebalance import SeekFirstTransport
+from stream.settings import KafkaSettings, Settings
 
 __all__ = [
     "ERASURE_LEDGER_NAME",
     "LAG_INTERVAL_S",
     "TABLE_NAME",
-    "TableErasureLedger",
-    "TableProfileStore",
-    "TopicSink",
     "changelog_topic_name",
-    "consume_in_batches",
     "create_app",
-    "record_from_event",
     "require_bootstrap_servers",
 ]
 
@@ -77,209 +73,6 @@ ERASURE_LEDGER_NAME = "erasures"
 def changelog_topic_name(app_id: str) -> str:
     """The changelog topic faust uses for the profile table of app ``app_id``."""
     return f"{app_id}-{TABLE_NAME}-changelog"
-
-
-@contextmanager
-def _bound_to(event: Any) -> Iterator[None]:
-    """Make ``event`` faust's current event while reading or writing the table.
-
-    faust picks a table key's partition (its RocksDB file and changelog partition) from the
-    current-event context variable, which it sets only while a stream is being iterated. Batches
-    are processed after the iteration, so each read and write binds the event it belongs to; the
-    table is co-partitioned with the source topics, so that is the user's partition. This uses
-    faust-streaming's private ``faust.streams._current_event`` (pinned to 0.15.x).
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-class TableProfileStore:
-    """:class:`stream.processing.ProfileStore` on a faust table keyed by UTF-8 user id bytes.
-
-    Args:
-        table: The faust table (values are ``Profile.to_dict()`` JSON dicts).
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def load(self, user_id: str, record: SourceRecord) -> dict[str, Any] | None:
-        """The stored profile state of ``user_id`` in ``record``'s partition, or ``None``."""
-        with _bound_to(record.handle):
-            state = self._table.get(user_id.encode("utf-8"))
-        return dict(state) if state is not None else None
-
-    def save(self, user_id: str, state: dict[str, Any], record: SourceRecord) -> None:
-        """Write ``state`` (RocksDB now, changelog record enqueued on the producer)."""
-        with _bound_to(record.handle):
-            self._table[user_id.encode("utf-8")] = state
-
-    def delete(self, user_id: str, record: SourceRecord) -> None:
-        """Delete ``user_id`` (RocksDB now, changelog tombstone enqueued), present or not."""
-        with _bound_to(record.handle):
-            del self._table[user_id.encode("utf-8")]
-
-
-class TableErasureLedger:
-    """:class:`stream.processing.ErasureLedger` on a faust table keyed by request id bytes.
-
-    Co-partitioned like the profile table (the request's partition is the user's), so a request
-    is checked and recorded in the partition whose worker carries it out. Values hold the
-    request's source offset only, no user id; one entry per erasure ever requested.
-
-    Args:
-        table: The faust table.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def contains(self, request_id: str, record: SourceRecord) -> bool:
-        """Whether the request was carried out already."""
-        with _bound_to(record.handle):
-            return request_id.encode("utf-8") in self._table
-
-    def add(self, request_id: str, record: SourceRecord) -> None:
-        """Record the request as carried out (RocksDB now, changelog record enqueued)."""
-        with _bound_to(record.handle):
-            self._table[request_id.encode("utf-8")] = {"offset": record.offset}
-
-
-class TopicSink:
-    """:class:`stream.processing.Sink` on two raw-bytes faust topics (``send_soon``: in order).
-
-    Args:
-        profile_updates: The profile-update topic.
-        dead_letter: The dead-letter topic.
-    """
-
-    def __init__(self, profile_updates: Any, dead_letter: Any) -> None:
-        self._updates = profile_updates
-        self._dead_letter = dead_letter
-
-    def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
-        """Enqueue a profile update keyed by ``user_id``; await it for the broker's confirmation."""
-        fut: Awaitable[object] = self._updates.send_soon(key=user_id.encode("utf-8"), value=value)
-        return fut
-
-    def send_tombstone(self, user_id: str) -> Awaitable[object]:
-        """Enqueue a null-value record keyed by ``user_id`` on the profile-update topic."""
-        fut: Awaitable[object] = self._updates.send_soon(key=user_id.encode("utf-8"), value=None)
-        return fut
-
-    def send_dead_letter(
-        self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]
-    ) -> Awaitable[object]:
-        """Enqueue ``record``'s original key and value with ``headers``; await to confirm."""
-        fut: Awaitable[object] = self._dead_letter.send_soon(
-            key=record.key, value=record.value, headers=list(headers)
-        )
-        return fut
-
-
-def record_from_event(event: Any) -> SourceRecord:
-    """A :class:`SourceRecord` of a faust event read from a raw-bytes topic."""
-    message = event.message
-    headers = message.headers or ()
-    if hasattr(headers, "items"):
-        headers = headers.items()
-    return SourceRecord(
-        topic=message.topic, partition=message.partition, offset=message.offset,
-        key=message.key, value=message.value,
-        headers=tuple((str(name), bytes(value or b"")) for name, value in headers),
-        timestamp_s=message.timestamp, handle=event,
-    )  # fmt: skip
-
-
-async def consume_in_batches(
-    stream: Any,
-    process: Callable[[MicroBatch[SourceRecord]], Awaitable[BatchResult]],
-    batch: BatchSettings,
-) -> None:
-    """The body of both agents: micro-batch, process, then ack the batch's events.
-
-    Args:
-        stream: The agent's faust stream.
-        process: ``BatchProcessor.process_comments`` or ``process_behaviors``.
-        batch: Micro-batch limits.
-
-    Raises:
-        Exception: Whatever ``process`` raises; the batch stays unacked and the worker stops.
-    """
-    source = stream.noack()
-    batches = micro_batches(source.events(), max_batch_size=batch.max_batch_size,
-                            max_wait_s=batch.max_wait_s)  # fmt: skip
-    async with aclosing(batches) as micro:
-        async for events in micro:
-            records = tuple(record_from_event(event) for event in events.items)
-            await process(MicroBatch(records, events.wait_s))
-            for event in events.items:
-                await source.ack(event)
-
-
-def uncommitted_source_partitions(
-    committed: Mapping[Any, int | None], is_changelog: Callable[[Any], bool]
-) -> list[Any]:
-    """The source partitions that the group never committed an offset for.
-
-    Args:
-        committed: What ``seek_to_committed`` returned: partition -> committed offset, ``None``
-            (or 0) where the group has none.
-        is_changelog: Whether a partition belongs to a table's changelog topic (recovery
-            positions those itself).
-
-    Returns:
-        The partitions to rewind to their first offset, in the order given.
-    """
-    return [tp for tp, offset in committed.items() if not offset and not is_changelog(tp)]
-
-
-class SeekFirstConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, with the seek after a rebalance made atomic for the streams.
-
-    After a rebalance faust recovers the tables, then resumes the source partitions and only
-    then seeks them to their committed offsets (one OffsetFetch per partition). Records that
-    aiokafka had read ahead were handed to the agents in between, and read again after the
-    seek: faust's read-offset filter and its acknowledged-offset list assume each offset
-    arrives once, so the restarted worker dropped runs of records (profiles left behind) and
-    its offset commits stalled (faust-streaming 0.15.3; 2 of 55 kill -9 trials and 3 CI runs,
-    docs/reliability.md). Here the partitions faust resumed stay paused until the seek is done,
-    and a partition without a committed offset is rewound to its first offset (what
-    ``consumer_auto_offset_reset="earliest"`` means) instead of being left where the fetcher
-    had read ahead to.
-    """
-
-    async def perform_seek(self) -> None:
-        """Seek the source partitions to their committed offsets before they deliver again."""
-        resumed = {tp for tp in self._get_active_partitions() if not self._is_changelog_tp(tp)}
-        self.pause_partitions(resumed)
-        try:
-            await super().perform_seek()
-        finally:
-            self.resume_partitions(resumed)
-
-    async def seek_to_committed(self) -> Mapping[Any, int]:
-        """Seek every assigned partition to its committed offset, and a source partition without
-        one to offset 0 (aiokafka resets an offset out of range to the first one).
-
-        Returns:
-            Partition -> committed offset (``None`` where there is none), as faust's returns it.
-        """
-        committed = await super().seek_to_committed()
-        rewind = uncommitted_source_partitions(committed, self._is_changelog_tp)
-        for tp in rewind:  # no broker round trip here: the seek stays synchronous
-            self._thread.seek(tp, 0)
-        if rewind:
-            logger.info("no committed offset: reading from the first offset partitions=%s",
-                        sorted(f"{tp.topic}[{tp.partition}]" for tp in rewind))  # fmt: skip
-        return committed
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = SeekFirstConsumer
 
 
 def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -392,7 +185,7 @@ def create_app(
         # persisted offset past the highwater just means there is nothing to replay.
         recovery_consistency_check=False,
     )
-    app.transport = _Transport(app.conf.broker_consumer, app)  # SeekFirstConsumer
+    app.transport = SeekFirstTransport(app.conf.broker_consumer, app)  # SeekFirstConsumer
     comments = _raw_topic(app, topics.comments, topics.partitions)
     behavior = _raw_topic(app, topics.behavior, topics.partitions)
     updates = _raw_topic(app, topics.profile_updates, topics.partitions)

@@ -4,7 +4,8 @@ Plain asyncio, no faust or Kafka import. The faust agents (:mod:`stream.app`) ha
 :class:`~stream.batching.MicroBatch` of :class:`SourceRecord` objects and acknowledge the records
 only after :meth:`BatchProcessor.process_comments` / :meth:`~BatchProcessor.process_behaviors`
 returns; the profile table and the output topics are reached through the :class:`ProfileStore` and
-:class:`Sink` protocols (faust implementations in :mod:`stream.app`, fakes in the unit tests).
+:class:`Sink` protocols (faust implementations in :mod:`stream.faust_adapters`, fakes in the
+unit tests).
 
 Per micro-batch, in this order:
 

@@ -501,7 +501,7 @@ class FakeStream:
 
 
 def test_events_are_acked_only_after_their_batch_is_processed() -> None:
-    from stream.app import consume_in_batches
+    from stream.faust_adapters import consume_in_batches
     from stream.settings import BatchSettings
 
     stream = FakeStream(5)
@@ -520,7 +520,7 @@ def test_events_are_acked_only_after_their_batch_is_processed() -> None:
 
 
 def test_a_failing_batch_is_never_acked() -> None:
-    from stream.app import consume_in_batches
+    from stream.faust_adapters import consume_in_batches
     from stream.settings import BatchSettings
 
     stream = FakeStream(4)
@@ -538,7 +538,7 @@ def test_a_failing_batch_is_never_acked() -> None:
 def test_table_store_binds_each_record_as_fausts_current_event() -> None:
     import faust
 
-    from stream.app import TableProfileStore
+    from stream.faust_adapters import TableProfileStore
 
     class FakeTable(dict[bytes, Any]):
         def __init__(self) -> None:
@@ -568,7 +568,7 @@ def test_table_store_binds_each_record_as_fausts_current_event() -> None:
 def test_uncommitted_source_partitions_are_the_ones_to_rewind() -> None:
     from faust.types import TP
 
-    from stream.app import uncommitted_source_partitions
+    from stream.rebalance import uncommitted_source_partitions
 
     source = [TP("comments", 0), TP("comments", 1), TP("behavior", 0), TP("behavior", 1)]
     changelog = TP("app-profiles-changelog", 0)
@@ -587,7 +587,8 @@ def _offline_app_settings(tmp_path: Any) -> Any:
 
 
 def test_the_app_consumes_through_the_seek_first_consumer(tmp_path: Any) -> None:
-    from stream.app import SeekFirstConsumer, create_app
+    from stream.app import create_app
+    from stream.rebalance import SeekFirstConsumer
 
     settings = _offline_app_settings(tmp_path)
     app = create_app(settings, classifier=FakeClassifier())
