@@ -12,10 +12,10 @@
 
 All three source topics are co-partitioned with the table (same partition count, key = user id).
 
-The agents are thin glue: the work is :class:`stream.processing.BatchProcessor`.
+The agents are thin glue: the work is :mod:`stream.processing` (one processor per source topic).
 
 Acknowledgement and commit: the agents iterate ``stream.noack()``, so faust acks nothing by itself.
-A micro-batch's events are acked only after ``BatchProcessor`` returned, i.e. after the batch's
+A micro-batch's events are acked only after its processor returned, i.e. after the batch's
 profiles were written to the table (local RocksDB at once, changelog enqueued on the producer) and
 the broker confirmed its profile updates and dead-letter records. faust's commit task (every
 ``broker_commit_interval``, 2.8 s) flushes the producer, so the changelog records are written, and
@@ -45,7 +45,7 @@ from stream.faust_adapters import (
 )
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
-from stream.processing import BatchProcessor
+from stream.processing import BehaviorProcessor, CommentProcessor, ErasureProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
 from stream.settings import KafkaSettings, Settings
 
@@ -197,21 +197,23 @@ def create_app(
                        help="erasure requests carried out, by request id")  # fmt: skip
     if executor is None:
         executor = _owned_executor(app)
-    processor = BatchProcessor(
-        profile_settings=settings.profile, store=TableProfileStore(table),
-        sink=TopicSink(updates, dead_letter), metrics=metrics,
-        model_version=classifier.model_version, classifier=classifier,
-        executor=executor,
-        log_user_ids=settings.log_user_ids,
-        pseudonymise=Pseudonymiser(settings.pseudonymisation),
-        ledger=TableErasureLedger(ledger), mixed=settings.mixed,
+    outputs = Outputs(TableProfileStore(table), TopicSink(updates, dead_letter), metrics)
+    pseudonymise = Pseudonymiser(settings.pseudonymisation)
+    comment_path = CommentProcessor(
+        outputs, classifier, profile_settings=settings.profile, executor=executor,
+        mixed=settings.mixed, log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
     )  # fmt: skip
+    behavior_path = BehaviorProcessor(
+        outputs, profile_settings=settings.profile, model_version=classifier.model_version,
+        log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
+    )  # fmt: skip
+    erasure_path = ErasureProcessor(outputs, TableErasureLedger(ledger), pseudonymise=pseudonymise)
 
     async def comment_agent(stream: Any) -> None:
-        await consume_in_batches(stream, processor.process_comments, settings.batch)
+        await consume_in_batches(stream, comment_path.process, settings.batch)
 
     async def behavior_agent(stream: Any) -> None:
-        await consume_in_batches(stream, processor.process_behaviors, settings.batch)
+        await consume_in_batches(stream, behavior_path.process, settings.batch)
 
     app.agent(comments, name="portrait.comments", supervisor_strategy=CrashingSupervisor)(
         comment_agent
@@ -221,7 +223,7 @@ def create_app(
     )
 
     async def erasure_agent(stream: Any) -> None:
-        await consume_in_batches(stream, processor.process_erasures, settings.batch)
+        await consume_in_batches(stream, erasure_path.process, settings.batch)
 
     app.agent(erasure, name="portrait.erasure", supervisor_strategy=CrashingSupervisor)(
         erasure_agent

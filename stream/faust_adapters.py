@@ -153,7 +153,7 @@ async def consume_in_batches(
 
     Args:
         stream: The agent's faust stream.
-        process: ``BatchProcessor.process_comments`` or ``process_behaviors``.
+        process: The ``process`` method of a :mod:`stream.processing` processor.
         batch: Micro-batch limits.
 
     Raises:

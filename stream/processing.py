@@ -2,10 +2,10 @@
 
 Plain asyncio, no faust or Kafka import. The faust agents (:mod:`stream.app`) hand in a
 :class:`~stream.batching.MicroBatch` of :class:`SourceRecord` objects and acknowledge the records
-only after :meth:`BatchProcessor.process_comments` / :meth:`~BatchProcessor.process_behaviors`
-returns; the profile table and the output topics are reached through the :class:`ProfileStore` and
-:class:`Sink` protocols (faust implementations in :mod:`stream.faust_adapters`, fakes in the
-unit tests).
+only after the source's processor (:class:`CommentProcessor`, :class:`BehaviorProcessor`,
+:class:`ErasureProcessor`) returns; each is built with just the collaborators its path needs.
+The profile table and the output topics are reached through the protocols of :mod:`stream.ports`
+(faust implementations in :mod:`stream.faust_adapters`, fakes in the unit tests).
 
 Per micro-batch, in this order:
 
@@ -33,7 +33,7 @@ With pseudonymisation on, every decoded event's ``user_id`` (after the key check
 the raw id) is replaced by its pseudonym (:class:`stream.privacy.Pseudonymiser`), so the table, the
 profile updates and the log lines only ever see pseudonyms.
 
-Erasure requests (``erasure.v1``, :meth:`BatchProcessor.process_erasures`) are decoded and checked
+Erasure requests (``erasure.v1``, :class:`ErasureProcessor`) are decoded and checked
 the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
 tombstone on ``profile-updates.v1`` without an ``await`` in between, so no micro-batch of the other
 agents interleaves; the user's next event starts a new profile.
@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from models.contract.errors import EventError, InferenceError
 from models.contract.mixed import ClauseBatch, MixedRule
@@ -63,7 +63,7 @@ from stream.events import (
     decode_erasure,
 )
 from stream.inference import InferenceRunner, RetryPolicy
-from stream.metrics import Metrics
+from stream.ports import BatchResult, ErasureLedger, Outputs, ProfileStore, Sink
 from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
 from stream.records import (
     INFERENCE_FAILED,
@@ -79,9 +79,12 @@ from stream.settings import MixedSettings, ProfileSettings
 __all__ = [
     "INFERENCE_FAILED",
     "KEY_MISMATCH",
-    "BatchProcessor",
     "BatchResult",
+    "BehaviorProcessor",
+    "CommentProcessor",
     "ErasureLedger",
+    "ErasureProcessor",
+    "Outputs",
     "ProfileStore",
     "Sink",
     "SourceRecord",
@@ -93,72 +96,6 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_RETRY = RetryPolicy()
 _DEFAULT_MIXED = MixedSettings()
-
-
-class ProfileStore(Protocol):
-    """The profile table: ``Profile.to_dict()`` states keyed by user id."""
-
-    def load(self, user_id: str, record: SourceRecord) -> dict[str, Any] | None:
-        """The stored state of ``user_id`` (``None`` if none); ``record``: the event to apply."""
-        ...
-
-    def save(self, user_id: str, state: dict[str, Any], record: SourceRecord) -> None:
-        """Store ``state`` for ``user_id``; ``record`` is the user's last event in the batch."""
-        ...
-
-    def delete(self, user_id: str, record: SourceRecord) -> None:
-        """Delete ``user_id``'s state (a no-op when there is none); ``record``: the erasure."""
-        ...
-
-
-class ErasureLedger(Protocol):
-    """The erasure requests carried out (by ``request_id``; no user id), co-partitioned."""
-
-    def contains(self, request_id: str, record: SourceRecord) -> bool:
-        """Whether the request was carried out; ``record``: the request's record."""
-        ...
-
-    def add(self, request_id: str, record: SourceRecord) -> None:
-        """Remember the request as carried out."""
-        ...
-
-
-class Sink(Protocol):
-    """The output topics. Every method enqueues at once, in call order, and returns an awaitable
-    that completes when the broker has confirmed the record (or raises if it cannot be written)."""
-
-    def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
-        """Enqueue a ``profile-updates.v1`` record keyed by ``user_id``."""
-        ...
-
-    def send_dead_letter(
-        self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]
-    ) -> Awaitable[object]:
-        """Enqueue a dead-letter record with ``record``'s original key and value bytes."""
-        ...
-
-    def send_tombstone(self, user_id: str) -> Awaitable[object]:
-        """Enqueue a ``profile-updates.v1`` record keyed by ``user_id`` with a null value."""
-        ...
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What one micro-batch did.
-
-    Attributes:
-        consumed: Records in the batch.
-        dead_lettered: Records written to the dead-letter topic.
-        applied: Events that changed a profile.
-        duplicates: Redelivered events a profile had already applied.
-        updates: Profile updates emitted.
-    """
-
-    consumed: int
-    dead_lettered: int
-    applied: int
-    duplicates: int
-    updates: int
 
 
 @dataclass
@@ -176,156 +113,22 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class BatchProcessor:
-    """Processes comment and behaviour micro-batches into profiles, updates and dead letters.
+class _Decoding:
+    """What every path does first and last: decode records, dead-letter the failed ones.
 
     Args:
-        profile_settings: Half-life, top-K and last-N of the profiles.
-        store: The profile table.
-        sink: The profile-update and dead-letter topics.
-        metrics: Where to count.
-        model_version: ``model_version`` written into every profile update.
-        classifier: The sentiment model (required for :meth:`process_comments`).
-        executor: Runs ``classifier.predict_proba`` off the event loop (one thread is enough:
-            onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
-        retry: Retries of a failing inference call.
-        log_user_ids: Whether user ids may appear in log lines.
-        clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
+        outputs: The table, topics and metrics.
         pseudonymise: Maps a user id to the id stored and emitted (a
             :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
-        ledger: The erasure requests carried out (required for :meth:`process_erasures`).
-        mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
-
-    Raises:
-        ValueError: ``retry.attempts`` < 1.
     """
 
     def __init__(
-        self,
-        *,
-        profile_settings: ProfileSettings,
-        store: ProfileStore,
-        sink: Sink,
-        metrics: Metrics,
-        model_version: str,
-        classifier: Classifier | None = None,
-        executor: Executor | None = None,
-        retry: RetryPolicy = _DEFAULT_RETRY,
-        log_user_ids: bool = False,
-        clock: Callable[[], datetime] = _utc_now,
-        pseudonymise: Callable[[str], str] | None = None,
-        ledger: ErasureLedger | None = None,
-        mixed: MixedSettings = _DEFAULT_MIXED,
+        self, outputs: Outputs, *, pseudonymise: Callable[[str], str] | None = None
     ) -> None:
-        self._settings = profile_settings
-        self._store = store
-        self._sink = sink
-        self._metrics = metrics
-        self._model_version = model_version
-        self._inference = (
-            None
-            if classifier is None
-            else InferenceRunner(classifier, metrics=metrics, executor=executor, retry=retry)
-        )
-        self._log_user_ids = log_user_ids
-        self._clock = clock
+        self._store = outputs.store
+        self._sink = outputs.sink
+        self._metrics = outputs.metrics
         self._pseudonymise = pseudonymise
-        self._ledger = ledger
-        self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
-
-    async def process_comments(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
-        """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
-
-        Args:
-            batch: The records, in source order.
-
-        Returns:
-            What the batch did.
-
-        Raises:
-            RuntimeError: No classifier was given.
-            Exception: A profile state that cannot be read back (``ValueError``) or a dead-letter
-                or profile-update record the broker did not accept: the batch must not be
-                acknowledged (it will be delivered again).
-        """
-        if self._inference is None:
-            raise RuntimeError("process_comments needs a classifier")
-        self._metrics.batch_size.observe(len(batch.items))
-        self._metrics.batch_wait_seconds.observe(batch.wait_s)
-        items = self._decode(batch.items, decode_comment)
-        valid = [item for item in items if item.event is not None]
-        texts = [item.event.text for item in valid if isinstance(item.event, CommentEvent)]
-        clauses = ClauseBatch.build(texts, self._rule)  # the comments first, then their clauses
-        scores = await self._inference.classify(list(clauses.texts))
-        rows = [None if isinstance(score, InferenceError) else score for score in scores]
-        results = clauses.resolve(rows, self._rule)
-        for item, score, result in zip(valid, scores[: len(valid)], results, strict=True):
-            if result is None:
-                assert isinstance(score, InferenceError)
-                item.event, item.error = None, score
-            else:
-                item.probabilities, item.mixed = result.probabilities, result.mixed
-        return await self._apply_and_emit(items)
-
-    async def process_behaviors(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
-        """Decode, apply and emit one micro-batch of ``behavior.v1`` records.
-
-        Args:
-            batch: The records, in source order.
-
-        Returns:
-            What the batch did.
-
-        Raises:
-            Exception: As for :meth:`process_comments`; the batch must not be acknowledged.
-        """
-        self._metrics.batch_wait_seconds.observe(batch.wait_s)
-        return await self._apply_and_emit(self._decode(batch.items, decode_behavior))
-
-    async def process_erasures(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
-        """Carry out one micro-batch of ``erasure.v1`` requests, in order.
-
-        A new request deletes the user's profile and enqueues a tombstone for the user on the
-        profile-update topic (no ``await`` in between); once the broker confirmed the tombstones,
-        the requests are written to the ledger, so a redelivered request (crash before the commit)
-        is skipped instead of erasing the user's newer events. Invalid ones are dead-lettered.
-
-        Args:
-            batch: The records, in source order.
-
-        Returns:
-            What the batch did: ``applied`` = erasures carried out (= ``updates``, tombstones
-            sent), ``duplicates`` = requests the ledger had already.
-
-        Raises:
-            RuntimeError: No erasure ledger was given.
-            Exception: A dead-letter record or tombstone the broker did not accept: the batch must
-                not be acknowledged (it will be delivered again).
-        """
-        if self._ledger is None:
-            raise RuntimeError("process_erasures needs an erasure ledger")
-        items = self._decode(batch.items, decode_erasure)
-        deliveries: list[Awaitable[object]] = []
-        done: list[tuple[str, SourceRecord]] = []
-        duplicates = 0
-        for item in items:  # no await in this loop: see the module docstring
-            request, record = item.event, item.record
-            if not isinstance(request, ErasureRequest):  # undecodable or invalid
-                deliveries.append(self._dead_letter(item))
-            elif self._ledger.contains(request.request_id, record):
-                duplicates += 1
-            else:
-                self._store.delete(request.user_id, record)
-                deliveries.append(self._sink.send_tombstone(request.user_id))
-                done.append((request.request_id, record))
-        if deliveries:
-            await asyncio.gather(*deliveries)
-        for request_id, record in done:
-            self._ledger.add(request_id, record)
-            logger.info("erasure done topic=%s partition=%d offset=%d request_id=%s",
-                        record.topic, record.partition, record.offset, request_id)  # fmt: skip
-        dead = len(items) - len(done) - duplicates
-        return BatchResult(len(items), dead, len(done), duplicates, len(done))
 
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
@@ -338,6 +141,46 @@ class BatchProcessor:
             except EventError as exc:
                 items.append(_Item(record, error=exc))
         return items
+
+    def _dead_letter(self, item: _Item) -> Awaitable[object]:
+        record, error = item.record, item.error
+        assert error is not None
+        reason = error.reason if isinstance(error, EventError) else INFERENCE_FAILED
+        self._metrics.events_dead_lettered.labels(topic=record.topic, reason=reason).inc()
+        logger.warning(
+            "dead-lettered topic=%s partition=%d offset=%d reason=%s error=%s",
+            record.topic, record.partition, record.offset, reason, type(error).__name__,
+        )  # fmt: skip
+        return self._sink.send_dead_letter(record, dead_letter_record_headers(record, error))
+
+
+class _ProfilePath(_Decoding):
+    """Apply decoded events to profiles and emit one profile update per touched user.
+
+    Args:
+        outputs: The table, topics and metrics.
+        profile_settings: Half-life, top-K and last-N of the profiles.
+        model_version: ``model_version`` written into every profile update.
+        log_user_ids: Whether user ids may appear in log lines.
+        clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
+        pseudonymise: As for :class:`_Decoding`.
+    """
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        *,
+        profile_settings: ProfileSettings,
+        model_version: str,
+        log_user_ids: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
+        pseudonymise: Callable[[str], str] | None = None,
+    ) -> None:
+        super().__init__(outputs, pseudonymise=pseudonymise)
+        self._settings = profile_settings
+        self._model_version = model_version
+        self._log_user_ids = log_user_ids
+        self._clock = clock
 
     def _load(self, user_id: str, record: SourceRecord) -> Profile:
         state = self._store.load(user_id, record)
@@ -359,17 +202,6 @@ class BatchProcessor:
             return applied
         assert isinstance(event, BehaviorEvent)
         return apply_behavior(profile, event, **where)
-
-    def _dead_letter(self, item: _Item) -> Awaitable[object]:
-        record, error = item.record, item.error
-        assert error is not None
-        reason = error.reason if isinstance(error, EventError) else INFERENCE_FAILED
-        self._metrics.events_dead_lettered.labels(topic=record.topic, reason=reason).inc()
-        logger.warning(
-            "dead-lettered topic=%s partition=%d offset=%d reason=%s error=%s",
-            record.topic, record.partition, record.offset, reason, type(error).__name__,
-        )  # fmt: skip
-        return self._sink.send_dead_letter(record, dead_letter_record_headers(record, error))
 
     async def _apply_and_emit(self, items: list[_Item]) -> BatchResult:
         deliveries: list[Awaitable[object]] = []
@@ -419,6 +251,159 @@ class BatchProcessor:
             # an event time ahead of this clock (producer clock skew) counts as no latency
             latency_s = max(0.0, (now - event_time).total_seconds())
             self._metrics.end_to_end_latency_seconds.observe(latency_s)
+
+
+class CommentProcessor(_ProfilePath):
+    """``comments.v1``: decode, classify (with the clauses), apply, emit.
+
+    Args:
+        outputs: The table, topics and metrics.
+        classifier: The sentiment model; its ``model_version`` goes into every profile update.
+        profile_settings: Half-life, top-K and last-N of the profiles.
+        executor: Runs ``classifier.predict_proba`` off the event loop (one thread is enough:
+            onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
+        retry: Retries of a failing inference call.
+        mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
+        log_user_ids, clock, pseudonymise: As for the other paths.
+
+    Raises:
+        ValueError: ``retry.attempts`` < 1.
+    """
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        classifier: Classifier,
+        *,
+        profile_settings: ProfileSettings,
+        executor: Executor | None = None,
+        retry: RetryPolicy = _DEFAULT_RETRY,
+        mixed: MixedSettings = _DEFAULT_MIXED,
+        log_user_ids: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
+        pseudonymise: Callable[[str], str] | None = None,
+    ) -> None:
+        super().__init__(
+            outputs, profile_settings=profile_settings, model_version=classifier.model_version,
+            log_user_ids=log_user_ids, clock=clock, pseudonymise=pseudonymise,
+        )  # fmt: skip
+        metrics = outputs.metrics
+        self._inference = InferenceRunner(
+            classifier, metrics=metrics, executor=executor, retry=retry
+        )
+        self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
+
+    async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did.
+
+        Raises:
+            Exception: A profile state that cannot be read back (``ValueError``) or a dead-letter
+                or profile-update record the broker did not accept: the batch must not be
+                acknowledged (it will be delivered again).
+        """
+        self._metrics.batch_size.observe(len(batch.items))
+        self._metrics.batch_wait_seconds.observe(batch.wait_s)
+        items = self._decode(batch.items, decode_comment)
+        valid = [item for item in items if item.event is not None]
+        texts = [item.event.text for item in valid if isinstance(item.event, CommentEvent)]
+        clauses = ClauseBatch.build(texts, self._rule)  # the comments first, then their clauses
+        scores = await self._inference.classify(list(clauses.texts))
+        rows = [None if isinstance(score, InferenceError) else score for score in scores]
+        results = clauses.resolve(rows, self._rule)
+        for item, score, result in zip(valid, scores[: len(valid)], results, strict=True):
+            if result is None:
+                assert isinstance(score, InferenceError)
+                item.event, item.error = None, score
+            else:
+                item.probabilities, item.mixed = result.probabilities, result.mixed
+        return await self._apply_and_emit(items)
+
+
+class BehaviorProcessor(_ProfilePath):
+    """``behavior.v1``: decode, apply, emit (see :class:`_ProfilePath` for the arguments)."""
+
+    async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Decode, apply and emit one micro-batch of ``behavior.v1`` records.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did.
+
+        Raises:
+            Exception: As for :meth:`CommentProcessor.process`; the batch must not be acknowledged.
+        """
+        self._metrics.batch_wait_seconds.observe(batch.wait_s)
+        return await self._apply_and_emit(self._decode(batch.items, decode_behavior))
+
+
+class ErasureProcessor(_Decoding):
+    """``erasure.v1``: delete profiles, tombstone their updates, record the requests carried out.
+
+    Args:
+        outputs: The table, topics and metrics.
+        ledger: The erasure requests carried out.
+        pseudonymise: As for the other paths (requests name the raw user id).
+    """
+
+    def __init__(
+        self,
+        outputs: Outputs,
+        ledger: ErasureLedger,
+        *,
+        pseudonymise: Callable[[str], str] | None = None,
+    ) -> None:
+        super().__init__(outputs, pseudonymise=pseudonymise)
+        self._ledger = ledger
+
+    async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
+        """Carry out one micro-batch of ``erasure.v1`` requests, in order.
+
+        A new request deletes the user's profile and enqueues a tombstone for the user on the
+        profile-update topic (no ``await`` in between); once the broker confirmed the tombstones,
+        the requests are written to the ledger, so a redelivered request (crash before the commit)
+        is skipped instead of erasing the user's newer events. Invalid ones are dead-lettered.
+
+        Args:
+            batch: The records, in source order.
+
+        Returns:
+            What the batch did: ``applied`` = erasures carried out (= ``updates``, tombstones
+            sent), ``duplicates`` = requests the ledger had already.
+
+        Raises:
+            Exception: A dead-letter record or tombstone the broker did not accept: the batch must
+                not be acknowledged (it will be delivered again).
+        """
+        items = self._decode(batch.items, decode_erasure)
+        deliveries: list[Awaitable[object]] = []
+        done: list[tuple[str, SourceRecord]] = []
+        duplicates = 0
+        for item in items:  # no await in this loop: see the module docstring
+            request, record = item.event, item.record
+            if not isinstance(request, ErasureRequest):  # undecodable or invalid
+                deliveries.append(self._dead_letter(item))
+            elif self._ledger.contains(request.request_id, record):
+                duplicates += 1
+            else:
+                self._store.delete(request.user_id, record)
+                deliveries.append(self._sink.send_tombstone(request.user_id))
+                done.append((request.request_id, record))
+        if deliveries:
+            await asyncio.gather(*deliveries)
+        for request_id, record in done:
+            self._ledger.add(request_id, record)
+            logger.info("erasure done topic=%s partition=%d offset=%d request_id=%s",
+                        record.topic, record.partition, record.offset, request_id)  # fmt: skip
+        dead = len(items) - len(done) - duplicates
+        return BatchResult(len(items), dead, len(done), duplicates, len(done))
 
 
 def _describe(result: BatchResult) -> str:

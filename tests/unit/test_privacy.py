@@ -17,8 +17,10 @@ from test_worker_logic import (
     DictStore,
     FakeClassifier,
     FakeSink,
+    Paths,
     behavior,
     comment,
+    paths,
     records,
 )
 
@@ -27,8 +29,8 @@ from stream.batching import MicroBatch
 from stream.events import ErasureRequest, decode_erasure
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser, user_partition
-from stream.processing import BatchProcessor, SourceRecord
-from stream.settings import ProfileSettings, PseudonymisationSettings, load_settings
+from stream.processing import Outputs, SourceRecord
+from stream.settings import PseudonymisationSettings, load_settings
 
 ERASURE = "erasure.v1"
 SECRET = "a-secret-of-at-least-16-chars"
@@ -69,12 +71,11 @@ class TombstoneSink(FakeSink):
 
 def _processor(
     pseudonymise: Pseudonymiser | None = None,
-) -> tuple[BatchProcessor, ErasableStore, TombstoneSink, Metrics]:
+) -> tuple[Paths, ErasableStore, TombstoneSink, Metrics]:
     store, sink, metrics = ErasableStore(), TombstoneSink(), Metrics(CollectorRegistry())
-    processor = BatchProcessor(
-        profile_settings=ProfileSettings(), store=store, sink=sink, metrics=metrics,
-        model_version="fake-model-1", classifier=FakeClassifier(), pseudonymise=pseudonymise,
-        ledger=SetLedger(),
+    processor = paths(
+        Outputs(store, sink, metrics), FakeClassifier(), ledger=SetLedger(),
+        pseudonymise=pseudonymise,
     )  # fmt: skip
     return processor, store, sink, metrics
 
@@ -112,7 +113,7 @@ def test_pseudonymised_events_reach_table_and_updates_as_pseudonyms_only() -> No
     processor, store, sink, _ = _processor(pseudonym)
     batch = records(COMMENTS, [(b"ana", comment("c1", "ana", "nice", 0)),
                                (b"ana", comment("c2", "ana", "bad", 5))])  # fmt: skip
-    _run(processor.process_comments(MicroBatch(batch, 0.0)))
+    _run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert list(store.states) == [pseudonym("ana")]
     ((key, value),) = sink.updates
     assert key == pseudonym("ana") and b"ana" not in value
@@ -122,11 +123,11 @@ def test_pseudonymised_events_reach_table_and_updates_as_pseudonyms_only() -> No
 
 def test_erasure_deletes_profile_sends_tombstone_and_next_event_starts_new_profile() -> None:
     processor, store, sink, _ = _processor()
-    _run(processor.process_behaviors(MicroBatch(
+    _run(processor.behaviors.process(MicroBatch(
         records(BEHAVIOR, [(b"ana", behavior("b1", "ana", "view", 0)),
                            (b"bo", behavior("b2", "bo", "view", 1))]), 0.0)))  # fmt: skip
     result = _run(
-        processor.process_erasures(
+        processor.erasures.process(
             MicroBatch(records(ERASURE, [(b"ana", _erasure("ana"))], partition=0), 0.0)
         )
     )
@@ -134,7 +135,7 @@ def test_erasure_deletes_profile_sends_tombstone_and_next_event_starts_new_profi
     assert set(store.states) == {"bo"} and store.deletes == [("ana", 0)]
     assert sink.updates[-1] == ("ana", None)
     _run(
-        processor.process_behaviors(
+        processor.behaviors.process(
             MicroBatch(
                 records(BEHAVIOR, [(b"ana", behavior("b3", "ana", "like", 9))], start=2), 0.0
             )
@@ -148,20 +149,20 @@ def test_redelivered_erasure_is_skipped_and_keeps_the_new_profile() -> None:
     processor, store, sink, _ = _processor()
     erasure = MicroBatch(records(ERASURE, [(b"ana", _erasure("ana", "req-1"))]), 0.0)
     _run(
-        processor.process_behaviors(
+        processor.behaviors.process(
             MicroBatch(records(BEHAVIOR, [(b"ana", behavior("b1", "ana", "view", 0))]), 0.0)
         )
     )
-    _run(processor.process_erasures(erasure))
+    _run(processor.erasures.process(erasure))
     _run(
-        processor.process_behaviors(
+        processor.behaviors.process(
             MicroBatch(
                 records(BEHAVIOR, [(b"ana", behavior("b2", "ana", "like", 5))], start=1), 0.0
             )
         )
     )
     tombstones = sum(value is None for _, value in sink.updates)
-    result = _run(processor.process_erasures(erasure))  # a crash before the commit: again
+    result = _run(processor.erasures.process(erasure))  # a crash before the commit: again
     assert (result.applied, result.duplicates) == (0, 1)
     assert json.loads(store.states["ana"])["behavior_counts"] == {"like": 1}
     assert sum(value is None for _, value in sink.updates) == tombstones  # no second tombstone
@@ -171,11 +172,11 @@ def test_erasure_with_pseudonymisation_erases_the_pseudonym() -> None:
     pseudonym = Pseudonymiser(PseudonymisationSettings(secret=SecretStr(SECRET)))
     processor, store, sink, _ = _processor(pseudonym)
     _run(
-        processor.process_behaviors(
+        processor.behaviors.process(
             MicroBatch(records(BEHAVIOR, [(b"ana", behavior("b1", "ana", "view", 0))]), 0.0)
         )
     )
-    _run(processor.process_erasures(MicroBatch(records(ERASURE, [(b"ana", _erasure("ana"))]),
+    _run(processor.erasures.process(MicroBatch(records(ERASURE, [(b"ana", _erasure("ana"))]),
                                                0.0)))  # fmt: skip
     assert store.states == {} and sink.updates[-1] == (pseudonym("ana"), None)
 
@@ -183,13 +184,13 @@ def test_erasure_with_pseudonymisation_erases_the_pseudonym() -> None:
 def test_invalid_erasure_requests_are_dead_lettered_not_executed() -> None:
     processor, store, sink, metrics = _processor()
     _run(
-        processor.process_behaviors(
+        processor.behaviors.process(
             MicroBatch(records(BEHAVIOR, [(b"ana", behavior("b1", "ana", "view", 0))]), 0.0)
         )
     )
     bad = records(ERASURE, [(b"ana", b"not json"), (b"zed", _erasure("ana")),
                             (b"ana", json.dumps({"user_id": "ana"}).encode())])  # fmt: skip
-    result = _run(processor.process_erasures(MicroBatch(bad, 0.0)))
+    result = _run(processor.erasures.process(MicroBatch(bad, 0.0)))
     assert (result.applied, result.dead_lettered) == (0, 3)
     assert "ana" in store.states and len(sink.dead_letters) == 3
     reasons = [dict(h)["portrait.error.reason"] for _, h in sink.dead_letters]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,11 @@ from stream.metrics import Metrics
 from stream.processing import (
     INFERENCE_FAILED,
     KEY_MISMATCH,
-    BatchProcessor,
+    BehaviorProcessor,
+    CommentProcessor,
+    ErasureLedger,
+    ErasureProcessor,
+    Outputs,
     SourceRecord,
     check_key,
     dead_letter_record_headers,
@@ -129,16 +134,39 @@ def records(topic: str, rows: list[tuple[bytes | None, bytes | None]], start: in
     )
 
 
+@dataclass(frozen=True)
+class Paths:
+    """The worker's three source paths on the same outputs, as stream.app builds them."""
+
+    comments: CommentProcessor
+    behaviors: BehaviorProcessor
+    erasures: ErasureProcessor | None
+
+
+def paths(outputs: Outputs, classifier: Any, *, ledger: ErasureLedger | None = None,
+          **options: Any) -> Paths:  # fmt: skip
+    """The three processors; ``options``: log_user_ids, clock, pseudonymise (all paths),
+    retry and mixed (comments)."""
+    common = {k: v for k, v in options.items() if k in ("log_user_ids", "clock", "pseudonymise")}
+    comments = CommentProcessor(outputs, classifier, profile_settings=ProfileSettings(), **options)
+    behaviors = BehaviorProcessor(outputs, profile_settings=ProfileSettings(),
+                                  model_version=classifier.model_version, **common)  # fmt: skip
+    pseudonymise = options.get("pseudonymise")
+    erasures = (
+        None if ledger is None else ErasureProcessor(outputs, ledger, pseudonymise=pseudonymise)
+    )
+    return Paths(comments, behaviors, erasures)
+
+
 def make(classifier: Any = None, *, sink: FakeSink | None = None,
          store: DictStore | None = None, log_user_ids: bool = False,
          mixed: MixedSettings | None = None,
-         ) -> tuple[BatchProcessor, DictStore, FakeSink, Metrics]:  # fmt: skip
+         ) -> tuple[Paths, DictStore, FakeSink, Metrics]:  # fmt: skip
     store = store or DictStore()
     sink = sink or FakeSink()
     metrics = Metrics(CollectorRegistry())
-    processor = BatchProcessor(
-        profile_settings=ProfileSettings(), store=store, sink=sink, metrics=metrics,
-        model_version="fake-model-1", classifier=classifier or FakeClassifier(),
+    processor = paths(
+        Outputs(store, sink, metrics), classifier or FakeClassifier(),
         retry=RetryPolicy(attempts=3, backoff_s=0.0), log_user_ids=log_user_ids,
         clock=lambda: T0 + timedelta(hours=1), mixed=mixed or MixedSettings(),
     )  # fmt: skip
@@ -182,7 +210,7 @@ def test_comment_batch_matches_offline_profiles_with_one_update_per_user() -> No
         (b"u1", comment("e3", "u1", "meh", 2, category="books")),
         (b"u1", comment("e4", "u1", "older one", -30, category="toys")),  # out of event-time order
     ])  # fmt: skip
-    result = run(processor.process_comments(MicroBatch(batch, 0.01)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.01)))
 
     assert (result.consumed, result.applied, result.dead_lettered, result.updates) == (4, 4, 0, 2)
     expected = offline_profiles(batch)
@@ -206,7 +234,7 @@ def test_one_classifier_call_per_batch_in_input_order() -> None:
     processor, *_ = make(classifier)
     batch = records(COMMENTS, [(f"u{i}".encode(), comment(f"e{i}", f"u{i}", f"t{i}", i))
                                for i in range(5)])  # fmt: skip
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert classifier.calls == [["t0", "t1", "t2", "t3", "t4"]]
 
 
@@ -236,7 +264,7 @@ def test_mixed_comments_are_flagged_in_the_profile_update() -> None:
         (b"u2", comment("e3", "u2", "great", 2, category="home")),
         (b"u2", comment("e4", "u2", "the price", 3, category="home")),
     ])  # fmt: skip
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
 
     assert classifier.calls == [[
         MIXED_ZH, MIXED_EN, "great", "the price",  # the comments, then their clauses
@@ -259,7 +287,7 @@ def test_mixed_detection_off_classifies_only_the_comments() -> None:
     classifier = LexiconClassifier()
     processor, _, sink, metrics = make(classifier, mixed=MixedSettings(enabled=False))
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", MIXED_EN, 0))])
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert classifier.calls == [[MIXED_EN]]
     assert ProfileUpdate.model_validate_json(sink.updates[0][1]).profile["mixed_count"] == 0
     assert value(metrics, "portrait_mixed_comments_total") == 0
@@ -272,7 +300,7 @@ def test_behavior_batch_matches_offline_profiles() -> None:
         (b"u1", behavior("b2", "u1", "purchase", 1, value=12.5, category="books")),
         (b"u3", behavior("b3", "u3", "click", 2)),
     ])  # fmt: skip
-    result = run(processor.process_behaviors(MicroBatch(batch, 0.0)))
+    result = run(processor.behaviors.process(MicroBatch(batch, 0.0)))
     assert (result.applied, result.updates) == (3, 2)
     expected = offline_profiles(batch)
     for user_id, raw in sink.updates:
@@ -299,7 +327,7 @@ def test_bad_record_goes_to_dead_letter_with_original_bytes(
     processor, _, sink, metrics = make()
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "ok", 0)), (key, raw),
                                (b"u1", comment("e2", "u1", "ok too", 1))], start=40)  # fmt: skip
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
 
     assert (result.applied, result.dead_lettered, result.updates) == (2, 1, 1)
     [(record, headers)] = sink.dead_letters
@@ -319,7 +347,7 @@ def test_bad_record_goes_to_dead_letter_with_original_bytes(
 def test_unknown_action_on_behavior_goes_to_dead_letter() -> None:
     processor, _, sink, _ = make()
     batch = records(BEHAVIOR, [(b"u1", behavior("b1", "u1", "teleport", 0))])
-    result = run(processor.process_behaviors(MicroBatch(batch, 0.0)))
+    result = run(processor.behaviors.process(MicroBatch(batch, 0.0)))
     assert (result.dead_lettered, result.updates) == (1, 0)
     assert dict(sink.dead_letters[0][1])["portrait.error.reason"] == b"invalid_field"
 
@@ -328,9 +356,9 @@ def test_redelivered_batch_changes_nothing_and_reemits_the_same_version() -> Non
     processor, store, sink, metrics = make()
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0)),
                                (b"u1", comment("e2", "u1", "b", 1))])  # fmt: skip
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
     state = store.states["u1"]
-    again = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    again = run(processor.comments.process(MicroBatch(batch, 0.0)))
 
     assert (again.applied, again.duplicates, again.updates) == (0, 2, 1)
     assert store.states["u1"] == state
@@ -343,8 +371,8 @@ def test_redelivered_batch_changes_nothing_and_reemits_the_same_version() -> Non
 def test_partly_redelivered_batch_applies_only_the_new_events() -> None:
     processor, _, sink, _ = make()
     batch = records(COMMENTS, [(b"u1", comment(f"e{i}", "u1", str(i), i)) for i in range(4)])
-    run(processor.process_comments(MicroBatch(batch[:2], 0.0)))
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch[:2], 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert (result.applied, result.duplicates) == (2, 2)
     last = ProfileUpdate.model_validate_json(sink.updates[-1][1])
     assert last.profile == offline_profiles(batch)["u1"].to_dict()
@@ -355,7 +383,7 @@ def test_transient_inference_failure_is_retried() -> None:
     processor, _, sink, metrics = make(classifier)
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0)),
                                (b"u2", comment("e2", "u2", "b", 0))])  # fmt: skip
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert (result.applied, result.dead_lettered) == (2, 0)
     assert len(classifier.calls) == 3
     assert value(metrics, "portrait_inference_failures_total") == 2
@@ -367,7 +395,7 @@ def test_poison_text_is_isolated_and_dead_lettered_after_bounded_retries() -> No
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "fine", 0)),
                                (b"u1", comment("e2", "u1", "POISON", 1)),
                                (b"u2", comment("e3", "u2", "also fine", 2))])  # fmt: skip
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
 
     assert (result.applied, result.dead_lettered, result.updates) == (2, 1, 2)
     assert len(classifier.calls) == 3 + 3  # 3 attempts on the batch, then one call per text
@@ -385,7 +413,7 @@ def test_model_that_always_fails_dead_letters_every_comment() -> None:
     classifier = FakeClassifier(fail_times=10**6)
     processor, _, sink, _ = make(classifier)
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0))])
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert (result.dead_lettered, result.updates) == (1, 0)
     assert len(classifier.calls) == 3
 
@@ -397,7 +425,7 @@ def test_non_probabilities_from_the_model_are_an_inference_failure() -> None:
 
     processor, _, sink, _ = make(NaNClassifier())
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0))])
-    result = run(processor.process_comments(MicroBatch(batch, 0.0)))
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert result.dead_lettered == 1
 
 
@@ -405,7 +433,7 @@ def test_failed_delivery_raises_so_the_batch_is_not_acked() -> None:
     processor, *_ = make(sink=FakeSink(fail=True))
     batch = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0))])
     with pytest.raises(OSError, match="refused"):
-        run(processor.process_comments(MicroBatch(batch, 0.0)))
+        run(processor.comments.process(MicroBatch(batch, 0.0)))
 
 
 def test_updates_of_one_user_leave_in_version_order_across_both_agents() -> None:
@@ -417,9 +445,9 @@ def test_updates_of_one_user_leave_in_version_order_across_both_agents() -> None
     async def both() -> None:
         comments = records(COMMENTS, [(b"u1", comment("e1", "u1", "a", 0))])
         actions = records(BEHAVIOR, [(b"u1", behavior("b1", "u1", "view", 1))])
-        slow_task = asyncio.create_task(slow.process_comments(MicroBatch(comments, 0.0)))
+        slow_task = asyncio.create_task(slow.comments.process(MicroBatch(comments, 0.0)))
         await asyncio.sleep(0.05)  # the comment batch is now inside inference
-        await fast.process_behaviors(MicroBatch(actions, 0.0))
+        await fast.behaviors.process(MicroBatch(actions, 0.0))
         await slow_task
 
     run(both())
@@ -434,7 +462,7 @@ def test_logs_carry_no_comment_text_and_no_user_id_by_default(
     processor, *_ = make(FakeClassifier(fail_times=1))
     batch = records(COMMENTS, [(b"user-42", comment("e1", "user-42", SECRET_TEXT, 0)),
                                (b"user-42", b"{broken " + SECRET_TEXT.encode())])  # fmt: skip
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert caplog.records
     assert SECRET_TEXT not in caplog.text
     assert "user-42" not in caplog.text
@@ -444,7 +472,7 @@ def test_user_ids_are_logged_only_when_allowed(caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG, logger="stream")
     processor, *_ = make(log_user_ids=True)
     batch = records(COMMENTS, [(b"user-42", comment("e1", "user-42", SECRET_TEXT, 0))])
-    run(processor.process_comments(MicroBatch(batch, 0.0)))
+    run(processor.comments.process(MicroBatch(batch, 0.0)))
     assert "user-42" in caplog.text
     assert SECRET_TEXT not in caplog.text
 
