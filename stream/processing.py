@@ -52,6 +52,7 @@ from typing import Any
 from models.contract.errors import EventError, InferenceError
 from models.contract.mixed import ClauseBatch, MixedRule
 from models.contract.protocol import Classifier
+from stream.aggregate import apply_behavior, apply_comment
 from stream.batching import MicroBatch
 from stream.events import (
     BehaviorEvent,
@@ -64,7 +65,7 @@ from stream.events import (
 )
 from stream.inference import InferenceRunner, RetryPolicy
 from stream.ports import BatchResult, ErasureLedger, Outputs, ProfileStore, Sink
-from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.profile import Profile, ScoredComment
 from stream.records import (
     INFERENCE_FAILED,
     KEY_MISMATCH,

@@ -32,8 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.contract.errors import EventError
 from models.contract.mixed import classify_with_clauses
 from models.contract.routing import load_model
+from stream.aggregate import apply_behavior, apply_comment
 from stream.events import BehaviorEvent, CommentEvent, decode_behavior, decode_comment
-from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.profile import Profile, ScoredComment
 from stream.settings import ProfileSettings, Settings, load_settings
 from stream.tools.broker import create_topics
 from stream.tools.worker_process import WORKER_COMMAND, WorkerProcess, free_port

@@ -14,16 +14,9 @@ from typing import Any
 
 import pytest
 
+from stream.aggregate import apply_behavior, apply_comment, summary
 from stream.events import BehaviorEvent, CommentEvent
-from stream.profile import (
-    SCHEMA_VERSION,
-    Profile,
-    ScoredComment,
-    apply_behavior,
-    apply_comment,
-    decay_weight,
-    summary,
-)
+from stream.profile import SCHEMA_VERSION, Profile, ScoredComment, decay_weight
 from stream.settings import ProfileSettings
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
 from models.contract.errors import EventError, InferenceError
+from stream.aggregate import apply_behavior, apply_comment
 from stream.events import (
     ProfileUpdate,
     dead_letter_headers,
@@ -27,7 +28,7 @@ from stream.events import (
     decode_erasure,
 )
 from stream.processing import SourceRecord, check_key, dead_letter_record_headers
-from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.profile import Profile, ScoredComment
 from stream.settings import ProfileSettings
 from stream.tools.cli import app
 from stream.tools.schemas import DEAD_LETTER_REASONS, build_schemas, stale_files

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 
 from models.contract.mixed import classify_with_clauses
+from stream.aggregate import apply_behavior, apply_comment
 from stream.batching import MicroBatch
 from stream.events import ProfileUpdate, decode_behavior, decode_comment
 from stream.inference import RetryPolicy
@@ -32,7 +33,7 @@ from stream.processing import (
     check_key,
     dead_letter_record_headers,
 )
-from stream.profile import Profile, ScoredComment, apply_behavior, apply_comment
+from stream.profile import Profile, ScoredComment
 from stream.settings import MixedSettings, ProfileSettings
 
 COMMENTS = "comments.v1"
