@@ -35,6 +35,9 @@ from models.contract.manifest import (
     write_manifest,
 )
 from models.data import LABELS, Split, load, split
+from models.evaluate import baseline_by_language, language_reports, model_logits, report_for
+from models.metrics import softmax
+from models.mixed_eval import evaluate_mixed
 from models.train import base_name
 
 __all__ = [
@@ -214,8 +217,6 @@ def evaluate_graphs(
     Returns:
         The reports, and each graph's probabilities (micro-batches of 64, test order).
     """
-    from models.evaluate import language_reports, model_logits, report_for
-    from models.metrics import softmax
 
     keep = ("accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "n")
     reports, in_batches = {}, {}
@@ -240,8 +241,6 @@ def quality(evaluation: dict[str, Any], parts: Split, out_dir: Path) -> dict[str
     character 1-3-grams for Chinese), :func:`models.evaluate.baseline_by_language`. Mixed flag:
     precision and recall on the hand-labelled sets (:func:`models.mixed_eval.evaluate_mixed`).
     """
-    from models.evaluate import baseline_by_language, language_reports
-    from models.mixed_eval import evaluate_mixed
 
     graph = "int8" if "int8" in evaluation else "fp32"
     baseline = language_reports(baseline_by_language(parts.train, parts.test), parts.test)

@@ -33,6 +33,7 @@ import onnxruntime as ort
 import torch
 
 from models.contract.errors import PortraitError
+from models.contract.routing import load_model
 from models.metrics import classification_report
 
 __all__ = [
@@ -218,7 +219,6 @@ def runtime_batch_independence(
     Returns:
         The largest |probability difference| and the number of texts whose label changed.
     """
-    from models.contract.routing import load_model
 
     clf = load_model(model_dir, device="cpu", variant=variant)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])

@@ -30,6 +30,8 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from models.contract.manifest import read_manifest
+from models.contract.routing import load_model, routing_of
 from models.data import (
     LABELS,
     LabelledComment,
@@ -77,8 +79,6 @@ def model_logits(
         FileNotFoundError: ``path`` is neither a checkpoint nor an export directory.
     """
     if (path / "manifest.json").is_file():
-        from models.contract.routing import load_model
-
         clf = load_model(path, device="cpu", variant=variant)
         chunks = range(0, len(texts), WORKER_BATCH_SIZE)
         return np.concatenate(
@@ -88,6 +88,7 @@ def model_logits(
             ]
         )
     if (path / "config.json").is_file():
+        # torch and transformers come with the `train` extra: imported only for a checkpoint
         from transformers import AutoTokenizer
 
         from models.classifier import load_classifier, predict_logits
@@ -371,9 +372,6 @@ def throughput(
         ModelLoadError: a variant is not in the directory's manifest.
     """
     import time
-
-    from models.contract.manifest import read_manifest
-    from models.contract.routing import load_model, routing_of
 
     chosen: Sequence[str | None]
     if variants is not None:

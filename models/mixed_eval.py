@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.contract.mixed import DEFAULT_THRESHOLD, ClauseBatch, MixedRule
+from models.contract.routing import load_model
+
 __all__ = ["MIXED_SETS", "evaluate_mixed", "flag_report", "format_mixed", "load_mixed_set"]
 
 MIXED_SETS = Path(__file__).parent / "mixed"
@@ -73,8 +76,6 @@ def evaluate_mixed(
         FileNotFoundError: no ``eval_*.jsonl`` in ``sets``.
         ModelLoadError: the model directory cannot be loaded.
     """
-    from models.contract.mixed import DEFAULT_THRESHOLD, ClauseBatch, MixedRule
-    from models.contract.routing import load_model
 
     files = sorted(sets.glob("eval_*.jsonl"))
     if not files:

@@ -8,12 +8,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from models.contract.errors import BrokerUnavailableError
-
-if TYPE_CHECKING:
-    from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings
 
 __all__ = ["create_topics", "kafka_client_config", "wait_for_broker"]
 

@@ -29,6 +29,7 @@ from typing import Any
 from models.contract.errors import BrokerUnavailableError, PortraitError
 from stream.events import ErasureRequest
 from stream.kafka_admin import create_topics, kafka_client_config
+from stream.publish import make_producer
 from stream.settings import PseudonymisationSettings, Settings
 
 __all__ = [
@@ -221,8 +222,6 @@ def request_erasure(
             accept the request.
     """
     from kafka.errors import KafkaError
-
-    from stream.publish import make_producer
 
     if not settings.kafka.bootstrap_list:
         raise BrokerUnavailableError("no Kafka broker configured: set "

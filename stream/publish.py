@@ -12,10 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from stream.settings import Settings
+from models.contract.errors import BrokerUnavailableError
+from stream.kafka_admin import kafka_client_config
+from stream.settings import Settings
 
 __all__ = [
     "DeliveryCallback",
@@ -117,9 +118,6 @@ def make_producer(settings: Settings) -> Any:
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
-
-    from models.contract.errors import BrokerUnavailableError
-    from stream.kafka_admin import kafka_client_config
 
     if not settings.kafka.bootstrap_servers:
         raise BrokerUnavailableError(

@@ -63,13 +63,11 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-if TYPE_CHECKING:  # a Protocol, for annotations only: no onnxruntime import at run time
-    from models.contract.protocol import Classifier
+from models.contract.protocol import Classifier
 
 __all__ = [
     "DEFAULT_MAX_CLAUSES",

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from models.contract.errors import EventError
 from stream.events import decode_behavior, decode_comment
@@ -32,9 +32,7 @@ from stream.publish import (
     make_producer,
     publish,
 )
-
-if TYPE_CHECKING:
-    from stream.settings import Settings, TopicSettings
+from stream.settings import Settings, TopicSettings
 
 __all__ = [
     "AUTO_TOPIC",

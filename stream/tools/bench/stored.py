@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from models.contract.errors import InferenceError, ModelLoadError
+from models.contract.errors import ConfigError, InferenceError, ModelLoadError
+from stream.settings import load_settings
+from stream.worker import run_worker
 
 __all__ = [
     "FORMAT",
@@ -176,9 +178,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     Raises:
         SystemExit: Code 2 without a file argument, or when the file or a setting is invalid.
     """
-    from models.contract.errors import ConfigError
-    from stream.settings import load_settings
-    from stream.worker import run_worker
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:

