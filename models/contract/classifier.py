@@ -18,12 +18,10 @@ when it works and the CPU otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort  # no type hints: mypy's overrides ignore its imports
@@ -32,7 +30,13 @@ from tokenizers import Tokenizer
 
 from models.contract.errors import DeviceUnavailableError, InferenceError, ModelLoadError
 from models.contract.logits import softmax
-from models.contract.manifest import DEFAULT_MODEL_DIR, file_sha256
+from models.contract.manifest import (
+    DEFAULT_MODEL_DIR,
+    FIX_HINT,
+    RuntimeManifest,
+    check_model_file,
+    read_runtime_manifest,
+)
 from models.contract.text import replace_lone_surrogates
 
 __all__ = [
@@ -62,20 +66,8 @@ _SUB_BATCH_MIN_ROWS = 8
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_FIX_HINT = "run `portrait export`, or set PORTRAIT_MODEL__PATH to a directory it wrote"
 
 Device = Literal["auto", "cpu", "cuda"]
-
-
-@dataclass(frozen=True)
-class _Manifest:
-    model_version: str
-    labels: tuple[str, ...]
-    max_seq_len: int
-    default_variant: dict[str, str]
-    variants: dict[str, str]
-    files: dict[str, str]
-    rows_per_run: dict[str, int]
 
 
 class SentimentClassifier:
@@ -103,7 +95,7 @@ class SentimentClassifier:
         self,
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
-        manifest: _Manifest,
+        manifest: RuntimeManifest,
         variant: str,
     ) -> None:
         self._session = session
@@ -147,7 +139,7 @@ class SentimentClassifier:
         if device == "cuda" and _CUDA not in available:
             raise DeviceUnavailableError("cuda", available)
         path = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-        manifest = _read_manifest(path)
+        manifest = read_runtime_manifest(path)
         tokenizer = _load_tokenizer(path, manifest)
         want_cuda = device == "cuda" or (device == "auto" and _CUDA in available)
         session, variant = _open_session(path, manifest, want_cuda, intra_op_threads, variant)
@@ -351,77 +343,27 @@ def softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     return softmax(logits).astype(np.float32)
 
 
-def _check_file(model_dir: Path, name: str, manifest: _Manifest) -> Path:
-    """The path of a model file, checked to exist and to match the manifest's sha256."""
-    path = model_dir / name
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} is missing; {_FIX_HINT}", path=path)
-    expected = manifest.files.get(name)
-    if expected is not None and file_sha256(path) != expected:
-        raise ModelLoadError(
-            f"model file {path} does not match the sha256 in manifest.json (corrupt or replaced); "
-            f"{_FIX_HINT}",
-            path=path,
-        )
-    return path
-
-
-def _read_manifest(model_dir: Path) -> _Manifest:
-    """Read and check ``manifest.json``."""
-    if not model_dir.is_dir():
-        raise ModelLoadError(
-            f"model directory {model_dir} does not exist; {_FIX_HINT}", path=model_dir
-        )
-    path = model_dir / "manifest.json"
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        variants = {str(k): str(v["file"]) for k, v in raw["variants"].items()}
-        rows_per_run = {
-            str(k): int(v["rows_per_run"])
-            for k, v in raw["variants"].items()
-            if "rows_per_run" in v
-        }
-        manifest = _Manifest(
-            model_version=str(raw["model_version"]),
-            labels=tuple(str(label) for label in raw["labels"]),
-            max_seq_len=int(raw["max_seq_len"]),
-            default_variant={str(k): str(v) for k, v in raw.get("default_variant", {}).items()},
-            variants=variants,
-            files={str(k): str(v) for k, v in raw.get("files", {}).items()},
-            rows_per_run=rows_per_run,
-        )
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{path} is missing; {_FIX_HINT}", path=path) from exc
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelLoadError(
-            f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); {_FIX_HINT}", path=path
-        ) from exc
-    if len(manifest.labels) < 2 or manifest.max_seq_len < 2 or not manifest.variants:
-        raise ModelLoadError(
-            f"{path} needs >= 2 labels, max_seq_len >= 2 and one variant; {_FIX_HINT}", path=path
-        )
-    return manifest
-
-
-def _load_tokenizer(model_dir: Path, manifest: _Manifest) -> Tokenizer:
+def _load_tokenizer(model_dir: Path, manifest: RuntimeManifest) -> Tokenizer:
     """``tokenizer.json`` with truncation to ``max_seq_len`` and padding to the longest."""
-    path = _check_file(model_dir, "tokenizer.json", manifest)
+    path = check_model_file(model_dir, "tokenizer.json", manifest)
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on a bad file
         raise ModelLoadError(
-            f"{path} is not a tokenizer file ({exc}); {_FIX_HINT}", path=path
+            f"{path} is not a tokenizer file ({exc}); {FIX_HINT}", path=path
         ) from exc
     pad_token = (tokenizer.padding or {}).get("pad_token", "[PAD]")
     pad_id = tokenizer.token_to_id(pad_token)
     if pad_id is None:
-        raise ModelLoadError(f"{path} has no padding token {pad_token!r}; {_FIX_HINT}", path=path)
+        raise ModelLoadError(f"{path} has no padding token {pad_token!r}; {FIX_HINT}", path=path)
     tokenizer.enable_truncation(max_length=manifest.max_seq_len)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, length=None)
     return tokenizer
 
 
-def _pick_variant(model_dir: Path, manifest: _Manifest, cuda: bool, wanted: str | None) -> str:
+def _pick_variant(
+    model_dir: Path, manifest: RuntimeManifest, cuda: bool, wanted: str | None
+) -> str:
     """``wanted`` if given, else the manifest's default variant for the device if listed, else
     ``fp32``."""
     if wanted is not None and wanted not in manifest.variants:
@@ -433,18 +375,22 @@ def _pick_variant(model_dir: Path, manifest: _Manifest, cuda: bool, wanted: str 
     variant = preferred if preferred in manifest.variants else "fp32"
     if variant not in manifest.variants:
         raise ModelLoadError(
-            f"manifest.json lists neither {preferred!r} nor 'fp32' variants; {_FIX_HINT}",
+            f"manifest.json lists neither {preferred!r} nor 'fp32' variants; {FIX_HINT}",
             path=model_dir / "manifest.json",
         )
     return variant
 
 
 def _open_session(
-    model_dir: Path, manifest: _Manifest, cuda: bool, intra_op_threads: int, wanted: str | None
+    model_dir: Path,
+    manifest: RuntimeManifest,
+    cuda: bool,
+    intra_op_threads: int,
+    wanted: str | None,
 ) -> tuple[ort.InferenceSession, str]:
     """An onnxruntime session on the device's variant, checked against the graph contract."""
     variant = _pick_variant(model_dir, manifest, cuda, wanted)
-    path = _check_file(model_dir, manifest.variants[variant], manifest)
+    path = check_model_file(model_dir, manifest.variants[variant], manifest)
     options = ort.SessionOptions()
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
@@ -453,14 +399,14 @@ def _open_session(
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         raise ModelLoadError(
-            f"onnxruntime cannot load {path} ({type(exc).__name__}: {exc}); {_FIX_HINT}", path=path
+            f"onnxruntime cannot load {path} ({type(exc).__name__}: {exc}); {FIX_HINT}", path=path
         ) from exc
     unknown = [i.name for i in session.get_inputs() if i.name not in _KNOWN_INPUTS]
     outputs = session.get_outputs()
     if unknown or "input_ids" not in [i.name for i in session.get_inputs()] or not outputs:
         raise ModelLoadError(
             f"{path} does not fit the graph contract (inputs {list(_KNOWN_INPUTS)}, one logits "
-            f"output); unexpected inputs {unknown}; {_FIX_HINT}",
+            f"output); unexpected inputs {unknown}; {FIX_HINT}",
             path=path,
         )
     return session, variant

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.contract.errors import ModelLoadError
+
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "FIX_HINT",
+    "RuntimeManifest",
+    "check_model_file",
+    "read_runtime_manifest",
     "MANIFEST",
     "VARIANT_FILES",
     "file_sha256",
@@ -26,6 +33,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "artifact"
 """The committed model artifact (``models/artifact``), used when no model path is set."""
 
 MANIFEST = "manifest.json"
+FIX_HINT = "run `portrait export`, or set PORTRAIT_MODEL__PATH to a directory it wrote"
+"""What a model-loading error tells the user to do."""
 VARIANT_FILES = {"fp32": "model.fp32.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 _PRECISION = {
     "fp32": "float32",
@@ -132,3 +141,77 @@ def verify_files(model_dir: Path) -> list[str]:
         elif (got := file_sha256(path)) != expected:
             problems.append(f"{name}: sha256 {got} != manifest {expected}")
     return problems
+
+
+@dataclass(frozen=True)
+class RuntimeManifest:
+    """What the runtime needs of ``manifest.json`` (see :func:`read_runtime_manifest`)."""
+
+    model_version: str
+    labels: tuple[str, ...]
+    max_seq_len: int
+    default_variant: dict[str, str]
+    variants: dict[str, str]
+    files: dict[str, str]
+    rows_per_run: dict[str, int]
+
+
+def check_model_file(model_dir: Path, name: str, manifest: RuntimeManifest) -> Path:
+    """The path of a model file, checked to exist and to match the manifest's sha256.
+
+    Raises:
+        ModelLoadError: the file is missing or its sha256 differs.
+    """
+    path = model_dir / name
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} is missing; {FIX_HINT}", path=path)
+    expected = manifest.files.get(name)
+    if expected is not None and file_sha256(path) != expected:
+        raise ModelLoadError(
+            f"model file {path} does not match the sha256 in manifest.json (corrupt or replaced); "
+            f"{FIX_HINT}",
+            path=path,
+        )
+    return path
+
+
+def read_runtime_manifest(model_dir: Path) -> RuntimeManifest:
+    """Read and check ``model_dir/manifest.json`` for loading a graph.
+
+    Raises:
+        ModelLoadError: the directory or manifest is missing, not JSON, or lacks labels,
+            max_seq_len or a variant.
+    """
+    if not model_dir.is_dir():
+        raise ModelLoadError(
+            f"model directory {model_dir} does not exist; {FIX_HINT}", path=model_dir
+        )
+    path = model_dir / "manifest.json"
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        variants = {str(k): str(v["file"]) for k, v in raw["variants"].items()}
+        rows_per_run = {
+            str(k): int(v["rows_per_run"])
+            for k, v in raw["variants"].items()
+            if "rows_per_run" in v
+        }
+        manifest = RuntimeManifest(
+            model_version=str(raw["model_version"]),
+            labels=tuple(str(label) for label in raw["labels"]),
+            max_seq_len=int(raw["max_seq_len"]),
+            default_variant={str(k): str(v) for k, v in raw.get("default_variant", {}).items()},
+            variants=variants,
+            files={str(k): str(v) for k, v in raw.get("files", {}).items()},
+            rows_per_run=rows_per_run,
+        )
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path} is missing; {FIX_HINT}", path=path) from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); {FIX_HINT}", path=path
+        ) from exc
+    if len(manifest.labels) < 2 or manifest.max_seq_len < 2 or not manifest.variants:
+        raise ModelLoadError(
+            f"{path} needs >= 2 labels, max_seq_len >= 2 and one variant; {FIX_HINT}", path=path
+        )
+    return manifest
