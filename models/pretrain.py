@@ -45,14 +45,8 @@ from transformers import (
 
 from models.data import LABELS, LabelledComment, load, split
 from models.resume import load_state, save_state
-from models.train import (
-    _epoch_rows,
-    _length_bucketed_batches,
-    _optimisation_step,
-    _optimizer,
-    base_checkpoint,
-    resolve_device,
-)
+from models.steps import adamw, epoch_rows, length_bucketed_batches, optimisation_step
+from models.train import base_checkpoint, resolve_device
 from models.vocab import extend_tokenizer_json, missing_cjk_characters
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -266,7 +260,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
     collator = DataCollatorForLanguageModeling(
         tokenizer, whole_word_mask=True, mlm_probability=cfg.mlm_probability
     )
-    optimizer = _optimizer(model, cfg)  # type: ignore[arg-type]  # reads only .lr and .weight_decay
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     warmup = max(1, int(cfg.max_steps * 0.06))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -289,7 +283,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
         len(ids)
         for ids in tokenizer(corpus, truncation=True, max_length=cfg.max_seq_len)["input_ids"]
     ]
-    epoch_size = len(_epoch_rows(rows, cfg.epoch_fraction, random.Random(cfg.seed)))
+    epoch_size = len(epoch_rows(rows, cfg.epoch_fraction, random.Random(cfg.seed)))
     n_batches = math.ceil(epoch_size / cfg.batch_size)
     started, elapsed_before = time.monotonic(), state["elapsed_s"] if state else 0.0
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain (MLM)", unit="step")
@@ -298,8 +292,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
         epoch, index = divmod(step, n_batches)
         if epoch not in batches_of:
             epoch_rng = random.Random(cfg.seed * 1000 + epoch)
-            picked = _epoch_rows(rows, cfg.epoch_fraction, epoch_rng)
-            batches = _length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
+            picked = epoch_rows(rows, cfg.epoch_fraction, epoch_rng)
+            batches = length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
             batches_of = {epoch: batches}
         batch_ids = batches_of[epoch][index]
         batch = _masked_batch(
@@ -307,7 +301,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, object]:
             torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
         )  # fmt: skip
         loss = _mlm_loss(model, batch, device)
-        _optimisation_step(model, loss, optimizer, scheduler)
+        optimisation_step(model, loss, optimizer, scheduler)
         step += 1
         history.append({"step": step, "loss": loss.item()})
         bar.update(1)

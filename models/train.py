@@ -38,7 +38,6 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,6 @@ from transformers import AutoTokenizer
 from models.classifier import encode_batch, load_classifier, predict_logits
 from models.data import (
     LABELS,
-    LabelledComment,
     dataset_sha256,
     languages,
     load,
@@ -61,6 +59,14 @@ from models.data import (
 from models.distil import distillation_loss, keep_every_other_layer, teacher_logits
 from models.metrics import classification_report
 from models.resume import load_state, save_state
+from models.steps import (
+    adamw,
+    class_weights,
+    epoch_rows,
+    length_bucketed_batches,
+    optimisation_step,
+    seed_everything,
+)
 
 __all__ = [
     "TrainConfig",
@@ -207,82 +213,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _length_bucketed_batches(
-    lengths: Sequence[int],
-    batch_size: int,
-    rng: random.Random,
-    indices: Sequence[int] | None = None,
-) -> list[list[int]]:
-    """Shuffle, cut into chunks of 50 batches, sort each chunk by length, batch, shuffle batches.
-
-    ``indices`` restricts the batches to those rows (default: all of ``lengths``).
-    """
-    order = list(range(len(lengths)) if indices is None else indices)
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lengths.__getitem__)
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def _epoch_rows(
-    rows: Sequence[LabelledComment], fraction: dict[str, float], rng: random.Random
-) -> list[int]:
-    """Indices of the training rows one epoch uses: ``fraction[lang]`` of each named language."""
-    by_lang: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_lang.setdefault(r.lang, []).append(i)
-    picked: list[int] = []
-    for lang, idx in sorted(by_lang.items()):
-        share = fraction.get(lang, 1.0)
-        picked += idx if share >= 1.0 else sorted(rng.sample(idx, max(1, round(len(idx) * share))))
-    return picked
-
-
-def _class_weights(rows: Sequence[LabelledComment], power: float) -> torch.Tensor:
-    counts = np.bincount([r.label_id for r in rows], minlength=len(LABELS)).astype(np.float64)
-    for label, n in zip(LABELS, counts, strict=True):
-        if n == 0:
-            logger.warning("no training rows labelled %s; the model will rarely predict it", label)
-    counts = np.maximum(counts, 1.0)
-    return torch.tensor((counts.max() / counts) ** power, dtype=torch.float32)
-
-
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _optimisation_step(
-    model: torch.nn.Module,
-    loss: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> None:
-    """Back-propagate, clip the gradient norm to 1, step the optimiser and the schedule."""
-    loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def train(cfg: TrainConfig) -> dict[str, object]:
     """Fine-tune, validate ``evals_per_epoch`` times an epoch, keep the best checkpoint.
 
@@ -298,7 +228,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         RuntimeError: CUDA asked for but absent, or the base checkpoint is missing.
         DataError: the dataset cannot be read.
     """
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,13 +260,13 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     annotated = torch.tensor([[c in r.classes for c in LABELS] for r in parts.train])
     weights = torch.tensor([r.confidence if cfg.use_confidence else 1.0 for r in parts.train])
     loss_fn = torch.nn.CrossEntropyLoss(
-        weight=_class_weights(parts.train, cfg.class_weight_power).to(device), reduction="none"
+        weight=class_weights(parts.train, cfg.class_weight_power).to(device), reduction="none"
     )
-    epoch_size = len(_epoch_rows(parts.train, cfg.epoch_fraction, random.Random(cfg.seed)))
+    epoch_size = len(epoch_rows(parts.train, cfg.epoch_fraction, random.Random(cfg.seed)))
     steps_per_epoch = math.ceil(epoch_size / cfg.batch_size)
     total_steps = int(steps_per_epoch * cfg.epochs)
     warmup = max(1, int(total_steps * cfg.warmup_fraction))
-    optimizer = _optimizer(model, cfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))),
@@ -355,9 +285,9 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         epoch, index = divmod(step, steps_per_epoch)
         if epoch not in batches_of:
             epoch_rng = random.Random(cfg.seed * 1000 + epoch)
-            picked = _epoch_rows(parts.train, cfg.epoch_fraction, epoch_rng)
+            picked = epoch_rows(parts.train, cfg.epoch_fraction, epoch_rng)
             batches_of = {
-                epoch: _length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
+                epoch: length_bucketed_batches(lengths, cfg.batch_size, epoch_rng, picked)
             }
         batch = batches_of[epoch][index]
         model.train()
@@ -372,7 +302,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             per_row = (1 - cfg.distil_alpha) * per_row + cfg.distil_alpha * kd
         per_row = per_row * weights[batch].to(device)
         loss = per_row.sum() / weights[batch].sum().to(device)
-        _optimisation_step(model, loss, optimizer, scheduler)
+        optimisation_step(model, loss, optimizer, scheduler)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", best_val_f1=f"{best_f1:.4f}")
