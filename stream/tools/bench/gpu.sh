@@ -45,7 +45,7 @@
 #      (fp16 autocast, length-sorted batches, batch sizes 1..1024, max_memory_allocated), which
 #      needs --checkpoint, and writes a JSON that says the ONNX CUDA path was not measured.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."  # the repository root
 
 PY=${PYTHON:-python3}
 MODEL_DIR="" CHECKPOINT="" WHEELHOUSE="" TEXTS="" OUT="bench-results-gpu.json"
