@@ -2,17 +2,20 @@
 
 :func:`run_worker` does, in order:
 
-1. Refuse to start without bootstrap servers (:class:`~models.contract.errors.ConfigError`).
+1. Refuse to start without bootstrap servers or when another process holds the state directory
+   (:func:`lock_state_dir`): :class:`~models.contract.errors.ConfigError`, naming the setting.
 2. Load the model (:class:`~models.contract.errors.ModelLoadError`,
    :class:`~models.contract.errors.DeviceUnavailableError`: CUDA asked for but unusable) and log the
    onnxruntime provider in use.
-3. Wait for the broker, retrying with capped exponential backoff and one log line per attempt.
+3. Start the Prometheus endpoint on ``settings.metrics_port`` (a port that cannot be bound is a
+   :class:`~models.contract.errors.ConfigError` naming ``PORTRAIT_METRICS_PORT``), then wait for
+   the broker, retrying with capped exponential backoff and one log line per attempt.
 4. Create the missing topics (comments, behaviour, erasure, profile updates, dead letters) with
    ``settings.topics.partitions`` partitions, and check that the source topics and an existing
    changelog have that many (the profile table is co-partitioned with them).
-5. Start the Prometheus endpoint on ``settings.metrics_port`` and run the faust worker in this
-   process, web server disabled (faust's default would bind 0.0.0.0:6066), until SIGTERM/SIGINT:
-   faust then waits for in-flight micro-batches to be acked, commits and exits.
+5. Run the faust worker in this process, web server disabled (faust's default would bind
+   0.0.0.0:6066), until SIGTERM/SIGINT: faust then waits for in-flight micro-batches to be
+   acked, commits and exits.
 
 The app itself is built by :func:`stream.app.create_app`, re-exported here.
 """
@@ -20,12 +23,15 @@ The app itself is built by :func:`stream.app.create_app`, re-exported here.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from filelock import BaseFileLock, FileLock, Timeout
 from prometheus_client import CollectorRegistry
 
 from models.contract.errors import BrokerUnavailableError, ConfigError
@@ -37,8 +43,10 @@ from stream.metrics import start_metrics_server
 from stream.settings import Settings
 
 __all__ = [
+    "LOCK_FILE",
     "create_app",
     "ensure_topics",
+    "lock_state_dir",
     "require_bootstrap_servers",
     "run_worker",
     "wait_for_broker_with_backoff",
@@ -47,6 +55,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
+LOCK_FILE = ".portrait-worker.lock"
+"""Held (an OS file lock) by the worker process that owns the state directory."""
+
+_PID_FILE = ".portrait-worker.pid"
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 
@@ -174,6 +186,54 @@ def ensure_topics(settings: Settings) -> list[str]:
     return created
 
 
+def lock_state_dir(state_dir: Path) -> BaseFileLock:
+    """Take the state directory for this process, or refuse at once.
+
+    RocksDB allows one process per database: a second worker on the same directory would join the
+    consumer group, take partitions whose files the first still holds and crash after retrying
+    (rocksdict/RocksDict#93). The lock is an OS file lock (``filelock``), released by the OS when
+    the process ends, ``kill -9`` included.
+
+    Args:
+        state_dir: ``PORTRAIT_STATE_DIR``; created if missing.
+
+    Returns:
+        The held lock (keep a reference for the life of the worker).
+
+    Raises:
+        ConfigError: Another process holds the directory; the message gives its pid.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(state_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = (
+            (state_dir / _PID_FILE).read_text().strip()
+            if (state_dir / _PID_FILE).is_file()
+            else "?"
+        )
+        raise ConfigError(
+            f"PORTRAIT_STATE_DIR={state_dir} is in use by another worker process (pid {holder}); "
+            "give each worker process its own PORTRAIT_STATE_DIR",
+            env_vars=("PORTRAIT_STATE_DIR",),
+        ) from None
+    (state_dir / _PID_FILE).write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def _metrics_server_or_config_error(settings: Settings, registry: CollectorRegistry) -> Any:
+    """Start the metrics endpoint; a port that cannot be bound is a setting to change."""
+    try:
+        return start_metrics_server(settings.metrics_port, registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"PORTRAIT_METRICS_PORT={settings.metrics_port} cannot be bound "
+            f"({exc.strerror or exc}); choose a free port, or 0 for no metrics server",
+            env_vars=("PORTRAIT_METRICS_PORT",),
+        ) from exc
+
+
 def run_worker(settings: Settings, classifier: Classifier | None = None) -> None:
     """Run the worker in this process until SIGTERM/SIGINT (see the module docstring).
 
@@ -182,11 +242,11 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
         classifier: A loaded model; ``None`` loads it from ``settings.model``.
 
     Raises:
-        ConfigError: No bootstrap servers, or topics with the wrong partition count.
+        ConfigError: No bootstrap servers, the state directory held by another process, the
+            metrics port taken, or topics with the wrong partition count.
         ModelLoadError: The model cannot be loaded; the message says how to fix it.
         DeviceUnavailableError: ``PORTRAIT_MODEL__DEVICE=cuda`` but CUDA cannot be used.
         BrokerUnavailableError: The broker refused to create a topic.
-        OSError: The metrics port cannot be bound.
         SystemExit: Raised by faust when the worker stops (code 0 after a signal).
         Exception: An agent crashed (the worker stopped; unacked events are delivered again on
             restart).
@@ -194,18 +254,20 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     import faust
 
     require_bootstrap_servers(settings)
-    if classifier is None:
-        model = settings.model
-        classifier = load_model(model.path, model.device, model.intra_op_threads)
-    logger.info("model ready model_version=%s provider=%s", classifier.model_version,
-                classifier.provider)  # fmt: skip
-    wait_for_broker_with_backoff(settings)
-    created = ensure_topics(settings)
-    logger.info("topics ready created=%s partitions=%d", created, settings.topics.partitions)
-    registry = CollectorRegistry()
-    server = start_metrics_server(settings.metrics_port, registry)
-    executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
+    state_lock = lock_state_dir(settings.state_dir)
+    server, executor = None, None
     try:
+        if classifier is None:
+            model = settings.model
+            classifier = load_model(model.path, model.device, model.intra_op_threads)
+        registry = CollectorRegistry()
+        server = _metrics_server_or_config_error(settings, registry)
+        logger.info("model ready model_version=%s provider=%s", classifier.model_version,
+                    classifier.provider)  # fmt: skip
+        wait_for_broker_with_backoff(settings)
+        created = ensure_topics(settings)
+        logger.info("topics ready created=%s partitions=%d", created, settings.topics.partitions)
+        executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
         app = create_app(settings, classifier, registry, executor)
         worker = faust.Worker(
             app, loglevel=_FAUST_LOG_LEVELS[settings.log_level], quiet=True,
@@ -213,6 +275,8 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
         )  # fmt: skip
         worker.execute_from_commandline()
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         if server is not None:
             server.close()
+        state_lock.release()

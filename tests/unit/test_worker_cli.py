@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
@@ -11,6 +15,7 @@ from typer.testing import CliRunner
 
 from stream.settings import Settings
 from stream.tools.cli import app
+from stream.worker import lock_state_dir
 
 # nothing listens here: every case below must fail before the worker contacts a broker
 UNUSED_BROKER = "127.0.0.1:9"
@@ -66,3 +71,60 @@ def test_worker_help_lists_every_setting_with_its_env_name() -> None:
         section = getattr(settings, name)
         leaves += len(type(section).model_fields) if isinstance(section, BaseModel) else 1
     assert result.output.count("PORTRAIT_") >= leaves
+
+
+def _worker_process(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``portrait worker`` in its own process (a file lock is per process), nothing listening at
+    the broker address: a refusal must come before any broker contact."""
+    full = {**os.environ, "PORTRAIT_KAFKA__BOOTSTRAP_SERVERS": UNUSED_BROKER, **env}
+    return subprocess.run(
+        [sys.executable, "-c", "from stream.tools.cli import main; main()", "worker"],
+        env=full, capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip
+
+
+def test_second_worker_on_a_state_dir_in_use_exits_2_at_once(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    state = tmp_path / "state"
+    held = lock_state_dir(state)  # this test process plays the running worker
+    try:
+        done = _worker_process({"PORTRAIT_STATE_DIR": str(state),
+                                "PORTRAIT_MODEL__PATH": str(tiny_model_dir),
+                                "PORTRAIT_METRICS_PORT": "0"})  # fmt: skip
+    finally:
+        held.release()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        f"PORTRAIT_STATE_DIR={state} is in use by another worker process (pid {os.getpid()})"
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_busy_metrics_port_exits_2_before_the_broker(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _worker_process({"PORTRAIT_STATE_DIR": str(tmp_path / "state"),
+                                "PORTRAIT_MODEL__PATH": str(tiny_model_dir),
+                                "PORTRAIT_METRICS_PORT": str(port)})  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"PORTRAIT_METRICS_PORT={port} cannot be bound" in done.stderr
+    assert "Traceback" not in done.stderr and "broker not reachable" not in done.stderr
+
+
+def test_worker_help_names_the_committed_model_as_the_default_model_path() -> None:
+    result = CliRunner().invoke(app, ["worker", "--help"], terminal_width=200)
+    assert "PORTRAIT_MODEL__PATH (default: the committed model," in result.output
+    assert "PORTRAIT_MODEL__PATH (default: none)" not in result.output
+
+
+def test_version_names_the_package_and_the_model_it_would_load() -> None:
+    from models.contract.manifest import DEFAULT_MODEL_DIR, read_manifest
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("portrait 0.1.0, model ")
+    assert read_manifest(DEFAULT_MODEL_DIR)["model_version"] in result.output

@@ -8,7 +8,7 @@ need the ``train`` extra only when they run.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -30,8 +30,41 @@ app = typer.Typer(
 )
 
 
+def _version_line() -> str:
+    """``portrait <package version>, model <model_version> (<path>)`` of the model the worker
+    would load (``PORTRAIT_MODEL__PATH`` or the committed artifact), read from its manifest."""
+    import os
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from models.contract.manifest import DEFAULT_MODEL_DIR, read_manifest
+
+    model_dir = Path(os.environ.get("PORTRAIT_MODEL__PATH") or DEFAULT_MODEL_DIR)
+    try:
+        model = str(read_manifest(model_dir)["model_version"])
+    except (OSError, ValueError, KeyError) as exc:
+        model = f"unreadable ({type(exc).__name__})"
+    return f"portrait {version('portrait')}, model {model} ({model_dir})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the package version and the model version the worker would load.",
+        ),
+    ] = False,
+) -> None:
     """Portrait: streaming user profiles from comment and behaviour events."""
 
 

@@ -14,6 +14,7 @@ def _settings_lines() -> list[str]:
     """Every setting as ``ENV_NAME (default: ...)``, for ``portrait worker --help``."""
     from pydantic import BaseModel
 
+    from models.contract.manifest import DEFAULT_MODEL_DIR
     from stream.settings import Settings, env_name
 
     lines: list[str] = []
@@ -24,8 +25,11 @@ def _settings_lines() -> list[str]:
             if isinstance(kind, type) and issubclass(kind, BaseModel):
                 walk(kind, (*loc, name))
             else:
+                env = env_name((*loc, name))
                 default = "none" if field.default in (None, "") else field.default
-                lines.append(f"{env_name((*loc, name))} (default: {default})")
+                if env == "PORTRAIT_MODEL__PATH":  # unset = the committed routed model
+                    default = f"the committed model, {DEFAULT_MODEL_DIR}"
+                lines.append(f"{env} (default: {default})")
 
     walk(Settings, ())
     return lines
