@@ -41,9 +41,10 @@ from stream.tools.broker import (
     wait_for_broker,
 )
 from stream.tools.demo_report import DemoResult, latency_percentiles, scrape_consumed
+from stream.tools.fidelity import profile_fidelity
 from stream.tools.follow import OutputFollower
 from stream.tools.replay import records_from_events
-from stream.tools.simulate import Population, load_test_texts, profile_fidelity, simulate
+from stream.tools.simulate import Population, load_test_texts, simulate
 from stream.tools.worker_process import WorkerProcess, free_port
 
 __all__ = ["WARMUP_USER", "DemoError", "DemoOptions", "run_demo"]

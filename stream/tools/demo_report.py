@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.tools.fidelity import Fidelity
 from stream.tools.follow import ProfileReceipt
-from stream.tools.simulate import LABELS, Fidelity, Population
+from stream.tools.simulate import LABELS, Population
 
 __all__ = ["DemoResult", "format_summary", "latency_percentiles", "scrape_consumed"]
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from stream.events import BehaviorEvent, CommentEvent
-from stream.tools.simulate import LABELS, Population, profile_fidelity, simulate
+from stream.tools.fidelity import profile_fidelity
+from stream.tools.simulate import LABELS, Population, simulate
 
 
 @dataclass(frozen=True)
