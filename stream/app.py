@@ -124,7 +124,7 @@ def require_bootstrap_servers(settings: Settings) -> list[str]:
     servers = settings.kafka.bootstrap_list
     if not servers:
         raise ConfigError(
-            "PORTRAIT_KAFKA__BOOTSTRAP_SERVERS: the worker needs the Kafka bootstrap servers, "
+            "PORTRAIT_KAFKA__BOOTSTRAP_SERVERS: Portrait needs the Kafka bootstrap servers, "
             "e.g. PORTRAIT_KAFKA__BOOTSTRAP_SERVERS=localhost:9092 (`portrait demo` starts a "
             "local broker itself)",
             env_vars=["PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"],

