@@ -39,6 +39,7 @@ from models.contract.protocol import Classifier
 from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
 from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
+from stream.logs import rate_limit_noisy_loggers
 from stream.metrics import start_metrics_server
 from stream.settings import Settings
 
@@ -254,6 +255,7 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     import faust
 
     require_bootstrap_servers(settings)
+    rate_limit_noisy_loggers()
     state_lock = lock_state_dir(settings.state_dir)
     server, executor = None, None
     try:
