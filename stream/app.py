@@ -43,6 +43,7 @@ from stream.faust_adapters import (
     TopicSink,
     consume_in_batches,
 )
+from stream.health import Readiness
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, ErasureProcessor, Outputs
@@ -137,6 +138,7 @@ def create_app(
     classifier: Classifier | None = None,
     registry: CollectorRegistry | None = None,
     executor: Executor | None = None,
+    readiness: Readiness | None = None,
 ) -> faust.App:
     """Build the Portrait faust app: topics, the profile table and the three agents.
 
@@ -145,6 +147,8 @@ def create_app(
         classifier: The sentiment model; ``None`` loads it from ``settings.model``.
         registry: Prometheus registry for the metrics; ``None`` = a new private one.
         executor: Runs inference off the event loop; ``None`` = a new 1-thread executor.
+        readiness: Set ready when a rebalance completes (partitions assigned, tables
+            recovered), not ready when partitions are revoked; ``None`` = not tracked.
 
     Returns:
         The app, ready for ``faust.Worker(app, ...)``; its agents crash the worker on any
@@ -240,4 +244,20 @@ def create_app(
         settings.app_id, classifier.model_version, classifier.provider, device, topics.partitions,
         settings.batch.max_batch_size, settings.batch.max_wait_s,
     )  # fmt: skip
+    if readiness is not None:
+        _track_readiness(app, readiness)
     return app
+
+
+def _track_readiness(app: faust.App, readiness: Readiness) -> None:
+    """Ready after each completed rebalance (faust sends ``on_rebalance_complete`` once the
+    tables are recovered, just before the streams resume); not ready from a revocation on."""
+
+    async def revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        readiness.not_ready("rebalancing")
+
+    async def complete(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        readiness.ready()
+
+    app.on_partitions_revoked.connect(revoked)
+    app.on_rebalance_complete.connect(complete)

@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from threading import Thread
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "ALLOWED_LABELS",
     "BATCH_SIZE_BUCKETS",
     "LATENCY_BUCKETS_S",
     "Metrics",
-    "MetricsServer",
-    "start_metrics_server",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,46 +180,3 @@ class Metrics:
         for topic, events in lag.items():
             self.consumer_lag.labels(topic=topic).set(events)
         return lag
-
-
-@dataclass
-class MetricsServer:
-    """A running metrics HTTP server.
-
-    Attributes:
-        port: The TCP port it listens on.
-    """
-
-    port: int
-    _server: Any
-    _thread: Thread
-
-    def close(self) -> None:
-        """Stop serving and wait for the server thread to end."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def start_metrics_server(
-    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0"
-) -> MetricsServer | None:
-    """Serve ``registry`` at ``http://addr:port/metrics`` from a daemon thread.
-
-    Args:
-        port: TCP port; 0 means no metrics server (``PORTRAIT_METRICS_PORT=0``).
-        registry: The registry to expose.
-        addr: Address to bind (default all interfaces, so Prometheus can scrape the worker).
-
-    Returns:
-        The running server, or ``None`` when ``port`` is 0.
-
-    Raises:
-        OSError: The port cannot be bound (e.g. in use); set ``PORTRAIT_METRICS_PORT``.
-    """
-    if port == 0:
-        logger.info("metrics server disabled metrics_port=0")
-        return None
-    server, thread = start_http_server(port, addr=addr, registry=registry)
-    logger.info("metrics server listening addr=%s port=%s", addr, port)
-    return MetricsServer(port=port, _server=server, _thread=thread)

@@ -38,9 +38,9 @@ from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
+from stream.health import HealthServer, Readiness, start_health_server
 from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
 from stream.logs import rate_limit_noisy_loggers
-from stream.metrics import start_metrics_server
 from stream.settings import Settings
 
 __all__ = [
@@ -223,10 +223,12 @@ def lock_state_dir(state_dir: Path) -> BaseFileLock:
     return lock
 
 
-def _metrics_server_or_config_error(settings: Settings, registry: CollectorRegistry) -> Any:
-    """Start the metrics endpoint; a port that cannot be bound is a setting to change."""
+def _health_server_or_config_error(
+    settings: Settings, registry: CollectorRegistry, readiness: Readiness
+) -> HealthServer | None:
+    """Start the metrics and health endpoint; a port that cannot be bound is a setting to change."""
     try:
-        return start_metrics_server(settings.metrics_port, registry)
+        return start_health_server(settings.metrics_port, registry, readiness)
     except OSError as exc:
         raise ConfigError(
             f"PORTRAIT_METRICS_PORT={settings.metrics_port} cannot be bound "
@@ -258,25 +260,29 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     rate_limit_noisy_loggers()
     state_lock = lock_state_dir(settings.state_dir)
     server, executor = None, None
+    registry = CollectorRegistry()
+    readiness = Readiness(registry)
     try:
         if classifier is None:
             model = settings.model
             classifier = load_model(model.path, model.device, model.intra_op_threads)
-        registry = CollectorRegistry()
-        server = _metrics_server_or_config_error(settings, registry)
+        readiness.not_ready("waiting for the broker")
+        server = _health_server_or_config_error(settings, registry, readiness)
         logger.info("model ready model_version=%s provider=%s", classifier.model_version,
                     classifier.provider)  # fmt: skip
         wait_for_broker_with_backoff(settings)
         created = ensure_topics(settings)
         logger.info("topics ready created=%s partitions=%d", created, settings.topics.partitions)
+        readiness.not_ready("starting")
         executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
-        app = create_app(settings, classifier, registry, executor)
+        app = create_app(settings, classifier, registry, executor, readiness)
         worker = faust.Worker(
             app, loglevel=_FAUST_LOG_LEVELS[settings.log_level], quiet=True,
             redirect_stdouts=False,
         )  # fmt: skip
         worker.execute_from_commandline()
     finally:
+        readiness.not_ready("stopping")
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         if server is not None:

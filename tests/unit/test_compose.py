@@ -218,7 +218,7 @@ def test_metrics_port_agrees_everywhere() -> None:
     port = _service_env(SERVICES["worker"])["PORTRAIT_METRICS_PORT"]
     assert int(port) == Settings().metrics_port == 9464
     assert port in SERVICES["worker"]["expose"]
-    assert f"127.0.0.1:{port}/metrics" in " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/readyz" in " ".join(SERVICES["worker"]["healthcheck"]["test"])
     [job] = [job for job in PROMETHEUS["scrape_configs"] if job["job_name"] == "portrait"]
     [sd] = job["dns_sd_configs"]
     assert sd["names"] == ["worker"] and sd["port"] == int(port)

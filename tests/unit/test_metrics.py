@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream.metrics import ALLOWED_LABELS, Metrics, start_metrics_server
+from stream.health import Readiness, start_health_server
+from stream.metrics import ALLOWED_LABELS, Metrics
 
 REQUIRED = {
     "portrait_events_consumed_total": "counter",
@@ -106,7 +107,8 @@ def test_same_registry_twice_is_an_error() -> None:
 
 
 def test_port_zero_starts_no_server() -> None:
-    assert start_metrics_server(0, CollectorRegistry()) is None
+    registry = CollectorRegistry()
+    assert start_health_server(0, registry, Readiness(registry)) is None
 
 
 def test_consumer_lag_is_end_minus_committed_per_topic(metrics: Metrics) -> None:

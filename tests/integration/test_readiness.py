@@ -1,0 +1,42 @@
+"""A worker on the local broker turns ready once its partitions are assigned and recovered."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reliability_kit import create_source_topics, start_worker, worker_settings
+
+
+def readyz(port: int) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_worker_becomes_ready_after_its_first_rebalance(
+    broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    settings = worker_settings(broker.bootstrap_servers, unique_name, tmp_path / "state",
+                               tiny_model_dir)  # fmt: skip
+    create_source_topics(settings)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        deadline, state = time.monotonic() + 90, readyz(settings.metrics_port)
+        while state[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state = readyz(settings.metrics_port)
+        assert state == (200, {"status": "ready"}), worker.log_tail()
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=5
+        ) as response:
+            assert "portrait_ready 1.0" in response.read().decode()
+    finally:
+        worker.stop()
