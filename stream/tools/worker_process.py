@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,22 @@ from pydantic import BaseModel
 from models.contract.errors import PortraitError
 from stream.settings import Settings, env_name
 from stream.tools.broker import terminate_with_parent
-from stream.tools.demo_report import scrape_consumed
 
-__all__ = ["WorkerProcess", "WorkerProcessError", "free_port", "settings_env"]
+__all__ = ["WorkerProcess", "WorkerProcessError", "free_port", "is_ready", "settings_env"]
 
 logger = logging.getLogger(__name__)
+
+
+def is_ready(port: int, timeout_s: float = 1.0) -> bool:
+    """Whether the worker on local ``port`` answers ``/readyz`` with 200."""
+    if port <= 0:
+        return False
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=timeout_s) as rsp:
+            return bool(rsp.status == 200)
+    except (urllib.error.URLError, OSError):  # 503 (HTTPError), refused, timed out
+        return False
+
 
 WORKER_COMMAND = (sys.executable, "-c", "from stream.tools.cli import main; main()", "worker")
 """How the worker is started: this interpreter running ``portrait worker``."""
@@ -119,15 +132,16 @@ class WorkerProcess:
             )
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the worker's metrics endpoint answers (the worker is up).
+        """Wait until the worker consumes: its ``/readyz`` answers 200 (partitions assigned, table
+        recovered; :mod:`stream.health`).
 
         Raises:
-            WorkerProcessError: the worker exited, or did not answer within ``timeout_s``.
+            WorkerProcessError: the worker exited, or was not ready within ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.check_alive()
-            if scrape_consumed(self.settings.metrics_port) is not None:
+            if is_ready(self.settings.metrics_port):
                 return
             time.sleep(0.25)
         raise WorkerProcessError(f"the worker did not start within {timeout_s:.0f} s; "
