@@ -13,7 +13,7 @@ from typing import Any
 from models.contract.errors import BrokerUnavailableError
 from stream.settings import KafkaSettings
 
-__all__ = ["create_topics", "kafka_client_config", "wait_for_broker"]
+__all__ = ["create_topics", "describe_topic_configs", "kafka_client_config", "wait_for_broker"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +154,39 @@ def create_topics(
     logger.info("topics ready created=%s existing=%s", created,
                 [n for n in wanted if n not in created])  # fmt: skip
     return [n for n in wanted if n in created]
+
+
+def describe_topic_configs(
+    bootstrap_servers: str | list[str], topic: str, *, timeout_s: float = 30.0, **client_config: Any
+) -> dict[str, str]:
+    """A topic's configs as the broker reports them (``DescribeConfigs``).
+
+    Returns:
+        Config name -> value; empty when the broker reports none.
+
+    Raises:
+        BrokerUnavailableError: the broker cannot be reached or the request failed.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
+
+    admin = _admin(bootstrap_servers, timeout_s, client_config)
+    try:
+        answer = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"describe configs of {topic} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return _config_values(answer, topic)
+
+
+def _config_values(answer: Any, topic: str) -> dict[str, str]:
+    """The name -> value pairs of ``topic`` in kafka-python's describe_configs answer (a dict
+    ``{"topic": {name: {config: value | entry}}}`` in kafka-python 3)."""
+    found = answer.get("topic", {}).get(topic, {}) if isinstance(answer, dict) else {}
+    values: dict[str, str] = {}
+    for name, entry in dict(found).items():
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        if value is not None:
+            values[str(name)] = str(value)
+    return values

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,12 +39,20 @@ from models.contract.protocol import Classifier
 from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
 from stream.health import HealthServer, Readiness, start_health_server
-from stream.kafka_admin import create_topics, kafka_client_config, wait_for_broker
+from stream.kafka_admin import (
+    create_topics,
+    describe_topic_configs,
+    kafka_client_config,
+    wait_for_broker,
+)
 from stream.logs import rate_limit_noisy_loggers
 from stream.settings import Settings
 
 __all__ = [
+    "DEAD_LETTER_CONFIG",
     "LOCK_FILE",
+    "PROFILE_UPDATES_CONFIG",
+    "compaction_problem",
     "create_app",
     "ensure_topics",
     "lock_state_dir",
@@ -56,6 +64,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FAUST_LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "error": "error"}
+PROFILE_UPDATES_CONFIG = {"cleanup.policy": "compact"}
+"""Configs of a profile-updates topic the worker creates: the latest update (or an erasure's
+tombstone) per user key is what Kafka keeps."""
+
+DEAD_LETTER_CONFIG = {"retention.ms": str(14 * 24 * 3600 * 1000)}
+"""Configs of a dead-letter topic the worker creates: 14 days, time to look and replay."""
+
 LOCK_FILE = ".portrait-worker.lock"
 """Held (an OS file lock) by the worker process that owns the state directory."""
 
@@ -157,6 +172,12 @@ def ensure_topics(settings: Settings) -> list[str]:
     Args:
         settings: Topic names, partitions and replication factor.
 
+    New topics get the configs they need: :data:`PROFILE_UPDATES_CONFIG` (compacted, so an erased
+    user's old profile updates are purged once the tombstone is compacted in) and
+    :data:`DEAD_LETTER_CONFIG`, as ``ops/kafka/create-topics.sh`` creates them. An existing
+    profile-updates topic is checked (:func:`compaction_problem`); one that is not compacted gets a
+    warning with the command that fixes it.
+
     Returns:
         The topics this call created.
 
@@ -166,12 +187,17 @@ def ensure_topics(settings: Settings) -> list[str]:
         BrokerUnavailableError: The broker cannot be reached or refused to create a topic.
     """
     topics = settings.topics
-    created: list[str] = create_topics(
-        require_bootstrap_servers(settings),
-        [topics.comments, topics.behavior, topics.erasure, topics.profile_updates,
-         topics.dead_letter],
-        topics.partitions, topics.replication_factor, **_client_config(settings),
-    )  # fmt: skip
+    servers = require_bootstrap_servers(settings)
+    created: list[str] = []
+    for names, configs in (
+        ([topics.comments, topics.behavior, topics.erasure], {}),
+        ([topics.profile_updates], PROFILE_UPDATES_CONFIG),
+        ([topics.dead_letter], DEAD_LETTER_CONFIG),
+    ):
+        created += create_topics(servers, names, topics.partitions, topics.replication_factor,
+                                 configs, **_client_config(settings))  # fmt: skip
+    if topics.profile_updates not in created:
+        _check_compaction(settings)
     co_partitioned = [topics.comments, topics.behavior, topics.erasure,
                       changelog_topic_name(settings.app_id)]  # fmt: skip
     counts = _partition_counts(settings, co_partitioned)
@@ -185,6 +211,42 @@ def ensure_topics(settings: Settings) -> list[str]:
             env_vars=["PORTRAIT_TOPICS__PARTITIONS"],
         )
     return created
+
+
+def compaction_problem(topic: str, reported: Mapping[str, str], bootstrap: str) -> str | None:
+    """Why an existing profile-updates topic falls short, with the fix; ``None`` when it does not.
+
+    Args:
+        topic: The profile-updates topic.
+        reported: Its configs as the broker describes them (may be empty: not every
+            Kafka-protocol broker reports them; the local Tansu does not).
+        bootstrap: Broker address for the fix command.
+    """
+    policy = reported.get("cleanup.policy")
+    if policy is None or "compact" in policy.split(","):
+        return None
+    return (
+        f"{topic} has cleanup.policy={policy}: an erased user's earlier profile updates stay on it "
+        f"until retention; fix with `kafka-configs.sh --bootstrap-server {bootstrap} --alter "
+        f"--entity-type topics --entity-name {topic} --add-config cleanup.policy=compact`"
+    )
+
+
+def _check_compaction(settings: Settings) -> None:
+    """Warn when the existing profile-updates topic is not compacted (see ensure_topics)."""
+    topic = settings.topics.profile_updates
+    try:
+        reported = describe_topic_configs(
+            require_bootstrap_servers(settings), topic, **_client_config(settings)
+        )
+    except BrokerUnavailableError as exc:
+        logger.info("cannot check the configs of topic=%s: %s", topic, exc)
+        return
+    if not reported:
+        logger.info("the broker reports no configs for topic=%s; compaction not checked", topic)
+    problem = compaction_problem(topic, reported, settings.kafka.bootstrap_servers)
+    if problem:
+        logger.warning("%s", problem)
 
 
 def lock_state_dir(state_dir: Path) -> BaseFileLock:
