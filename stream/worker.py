@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from filelock import BaseFileLock, FileLock, Timeout
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.protocol import Classifier
@@ -323,6 +323,8 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     state_lock = lock_state_dir(settings.state_dir)
     server, executor = None, None
     registry = CollectorRegistry()
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes
+    PlatformCollector(registry=registry)  # python_info
     readiness = Readiness(registry)
     try:
         if classifier is None:

@@ -1,4 +1,5 @@
-"""A worker on the local broker turns ready once its partitions are assigned and recovered."""
+"""A worker on the local broker turns ready once its partitions are assigned and recovered, and
+its metrics include the process and platform collectors."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ def test_worker_becomes_ready_after_its_first_rebalance(
         with urllib.request.urlopen(
             f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=5
         ) as response:
-            assert "portrait_ready 1.0" in response.read().decode()
+            text = response.read().decode()
+        assert "portrait_ready 1.0" in text
+        # the process and platform collectors are on the worker's registry too
+        assert "process_resident_memory_bytes" in text and "python_info{" in text
     finally:
         worker.stop()
