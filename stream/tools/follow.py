@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.contract.errors import BrokerUnavailableError
+from stream.privacy import user_partition
 
 __all__ = [
     "OutputFollower",
@@ -51,13 +52,21 @@ def _consumer(client_config: dict[str, Any]) -> Any:
         raise BrokerUnavailableError(f"cannot reach the Kafka broker at {where}: {exc}") from exc
 
 
-def assign_all(consumer: Any, topics: Iterable[str], *, from_beginning: bool = True) -> list[Any]:
-    """Assign every partition of ``topics`` to a group-less consumer.
+def assign_all(
+    consumer: Any,
+    topics: Iterable[str],
+    *,
+    from_beginning: bool = True,
+    key: str | None = None,
+) -> list[Any]:
+    """Assign every partition of ``topics`` to a group-less consumer, or only the key's.
 
     Args:
         consumer: a kafka-python ``KafkaConsumer`` without a group.
         topics: topic names; each must exist.
         from_beginning: seek to the beginning (True) or to the end (False).
+        key: only the partition a record with this key goes to under Kafka's default
+            partitioner (:func:`stream.privacy.user_partition`), per topic.
 
     Returns:
         The assigned ``TopicPartition`` list.
@@ -72,6 +81,8 @@ def assign_all(consumer: Any, topics: Iterable[str], *, from_beginning: bool = T
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
             raise BrokerUnavailableError(f"topic {topic!r} does not exist on the broker")
+        if key is not None:
+            partitions = {user_partition(key, len(partitions))}
         assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(assigned)
     (consumer.seek_to_beginning if from_beginning else consumer.seek_to_end)(*assigned)
@@ -148,9 +159,9 @@ def read_profiles(
     consumer = _consumer(client_config)
     emitted = 0
     try:
-        assign_all(consumer, [topic])
+        assign_all(consumer, [topic], key=user_id)
         if user_id is not None:
-            latest: tuple[int | None, str] | None = None
+            latest: tuple[int | None, str] | None = None  # only the key's partition is read
             for record in iter_records(consumer, follow=False, stop=stop):
                 line = _line_of(record, user_id)
                 if line is not None and _newer(line, latest):

@@ -62,3 +62,34 @@ def test_profiles_command_for_unknown_user_exits_1(broker, unique_name, monkeypa
     assert json.loads(found.stdout.strip().splitlines()[-1])["user_id"] == "u1"
     assert missing.exit_code == 1
     assert "no profile" in missing.output
+
+
+def test_profiles_user_reads_only_the_keys_partition_and_hashes_the_id(
+    broker, unique_name, monkeypatch
+) -> None:
+    from pydantic import SecretStr
+
+    from stream.privacy import Pseudonymiser, user_partition
+    from stream.settings import PseudonymisationSettings
+
+    secret = "a-secret-of-at-least-16-chars"
+    pseudonym = Pseudonymiser(PseudonymisationSettings(secret=SecretStr(secret)))("ana")
+    topic = unique_name("updates")
+    create_topics(broker.bootstrap_servers, [topic], partitions=4)
+    home = user_partition(pseudonym, 4)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    producer.send(topic, key=pseudonym.encode(), value=_update(pseudonym, 3, 3), partition=home)
+    # a stray newer copy on another partition: a key-partition read never sees it
+    producer.send(topic, key=pseudonym.encode(), value=_update(pseudonym, 9, 9),
+                  partition=(home + 1) % 4)  # fmt: skip
+    producer.flush(timeout=10)
+    producer.close()
+    monkeypatch.setenv("PORTRAIT_KAFKA__BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    monkeypatch.setenv("PORTRAIT_TOPICS__PROFILE_UPDATES", topic)
+    monkeypatch.setenv("PORTRAIT_PSEUDONYMISATION__SECRET", secret)
+
+    found = CliRunner().invoke(app, ["profiles", "--user", "ana"])  # the raw id, as typed
+
+    assert found.exit_code == 0, found.output
+    latest = json.loads(found.stdout.strip().splitlines()[-1])
+    assert (latest["user_id"], latest["version"]) == (pseudonym, 3)

@@ -164,20 +164,23 @@ def profiles(
     """Print profile updates from PORTRAIT_TOPICS__PROFILE_UPDATES as JSON lines.
 
     Reads from the beginning until caught up, then exits (or follows with --follow). With --user,
-    prints that user's latest profile only; exit code 1 when the user has none. The broker is
-    PORTRAIT_KAFKA__BOOTSTRAP_SERVERS.
+    reads only the partition of that user's key and prints the latest profile only (with
+    pseudonymisation on, the id typed is hashed first, as the worker stores it); exit code 1 when
+    the user has none. The broker is PORTRAIT_KAFKA__BOOTSTRAP_SERVERS.
     """
     configure_logging(verbose)
     quiet_kafka_clients(verbose)
     from models.contract.errors import BrokerUnavailableError
+    from stream.privacy import Pseudonymiser
     from stream.tools.broker import kafka_client_config
     from stream.tools.follow import read_profiles
 
     settings = broker_settings_or_exit()
+    key = None if user is None else Pseudonymiser(settings.pseudonymisation)(user)
     try:
         emitted = read_profiles(
             kafka_client_config(settings.kafka), settings.topics.profile_updates,
-            user_id=user, follow=follow, emit=typer.echo,
+            user_id=key, follow=follow, emit=typer.echo,
         )  # fmt: skip
     except BrokerUnavailableError as e:
         typer.echo(f"error: {e}", err=True)
