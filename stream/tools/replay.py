@@ -40,7 +40,9 @@ __all__ = [
     "Producer",
     "ReplayRecord",
     "ReplayReport",
+    "check_file",
     "count_rows",
+    "format_check",
     "format_report",
     "make_producer",
     "publish",
@@ -194,6 +196,46 @@ def records_from_events(
         value = json.dumps(event, ensure_ascii=False).encode("utf-8")
         key = str(event["user_id"]).encode("utf-8")
         yield ReplayRecord(number, route(event, topics, topic), key, value)
+
+
+def check_file(
+    path: Path,
+    topics: TopicSettings,
+    *,
+    topic: str = AUTO_TOPIC,
+    file_format: FileFormat = "auto",
+) -> ReplayReport:
+    """Validate every row as :func:`replay_file` would, without a broker (``replay --dry-run``).
+
+    Returns:
+        A report with nothing produced: ``by_topic`` counts the valid rows per destination
+        topic, ``invalid`` lists the others with their line numbers and reasons (the reasons
+        the worker would dead-letter them with).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    report = ReplayReport()
+    for row in read_file(path, topics, topic=topic, file_format=file_format):
+        if isinstance(row, InvalidRow):
+            report.invalid.append(row)
+        else:
+            report.by_topic[row.topic] += 1
+    return report
+
+
+def format_check(report: ReplayReport, *, max_invalid: int = 50) -> str:
+    """A dry run's report as text: invalid rows (at most ``max_invalid``), then a summary."""
+    lines = [f"invalid {row}" for row in report.invalid[:max_invalid]]
+    if len(report.invalid) > max_invalid:
+        lines.append(f"... and {len(report.invalid) - max_invalid} more invalid rows")
+    per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(report.by_topic.items())) or "none"
+    valid = sum(report.by_topic.values())
+    lines.append(f"dry run: {valid} valid events ({per_topic}); invalid rows: "
+                 f"{len(report.invalid)}; nothing sent")  # fmt: skip
+    return "\n".join(lines)
 
 
 def count_rows(path: Path) -> int:

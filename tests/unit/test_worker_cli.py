@@ -166,3 +166,26 @@ def test_evaluate_commands_with_a_missing_model_exit_2_without_a_traceback(tmp_p
     assert result.exit_code == 2 and "holds neither manifest.json" in result.output
     result = CliRunner().invoke(app, ["evaluate-mixed", str(tmp_path / "none")])
     assert result.exit_code == 2 and "does not exist; run `portrait export`" in result.output
+
+
+def test_replay_dry_run_validates_without_a_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PORTRAIT_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id": "e1", "user_id": "u1", "text": "great",'
+        ' "event_time": "2026-11-29T18:04:05Z"}\n'
+        "not json\n"
+        '{"event_id": "e3", "user_id": "u3", "text": "x"}\n'
+    )
+    env = {"PORTRAIT_KAFKA__BOOTSTRAP_SERVERS": ""}
+    result = CliRunner().invoke(app, ["replay", str(events), "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "invalid line 2: not_json" in result.output
+    assert "invalid line 3: invalid_field: event_time" in result.output
+    assert (
+        "dry run: 1 valid events (comments.v1: 1); invalid rows: 2; nothing sent" in result.output
+    )
+    strict = CliRunner().invoke(app, ["replay", str(events), "--dry-run", "--strict"], env=env)
+    assert strict.exit_code == 1

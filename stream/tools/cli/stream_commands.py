@@ -49,21 +49,38 @@ def replay(
         ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Only validate: report every row's verdict, send nothing, need no broker."
+        ),
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Publish events from a file to Kafka (PORTRAIT_KAFKA__BOOTSTRAP_SERVERS), key = user_id.
 
     Each row is validated like the worker does; invalid rows are reported with their line number
-    and skipped. Exit code 1 when a send failed (or, with --strict, a row was invalid).
+    and skipped. Exit code 1 when a send failed (or, with --strict, a row was invalid). With
+    --dry-run the file is only validated, with the reasons the worker would dead-letter a row for.
     """
     configure_logging(verbose)
     quiet_kafka_clients(verbose)
     from models.contract.errors import BrokerUnavailableError
-    from stream.tools.replay import format_report, replay_file
+    from stream.tools.replay import check_file, format_check, format_report, replay_file
 
     if file_format not in ("auto", "jsonl", "csv"):
         raise typer.BadParameter("must be auto, jsonl or csv", param_hint="--format")
     checked_format = cast(Literal["auto", "jsonl", "csv"], file_format)
+    if dry_run:
+        try:
+            checked = check_file(
+                file, settings_or_exit().topics, topic=topic, file_format=checked_format
+            )
+        except FileNotFoundError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        typer.echo(format_check(checked), err=True)
+        raise typer.Exit(1 if strict and checked.invalid else 0)
     settings = broker_settings_or_exit()
     try:
         report = replay_file(
