@@ -250,6 +250,8 @@ class Settings(BaseSettings):
         state_dir: Directory of the local RocksDB table stores (default ``.portrait/state``).
         metrics_port: Port of the Prometheus endpoint; 0 = no metrics server (default 9464).
         log_level: ``"debug"``, ``"info"``, ``"warn"`` or ``"error"`` (default ``"info"``).
+        log_format: ``"text"`` (one line per record) or ``"json"`` (one JSON object per line, the
+            same fields, for log pipelines; default ``"text"``).
         log_user_ids: Whether user ids may appear in logs (default False).
         kafka: See :class:`KafkaSettings`.
         topics: See :class:`TopicSettings`.
@@ -268,6 +270,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".portrait/state")
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
     log_user_ids: bool = False
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
@@ -277,7 +280,7 @@ class Settings(BaseSettings):
     mixed: MixedSettings = MixedSettings()
     pseudonymisation: PseudonymisationSettings = PseudonymisationSettings()
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -189,3 +190,15 @@ def test_replay_dry_run_validates_without_a_broker(
     )
     strict = CliRunner().invoke(app, ["replay", str(events), "--dry-run", "--strict"], env=env)
     assert strict.exit_code == 1
+
+
+def test_json_log_format_writes_one_json_object_per_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    done = _worker_process({"PORTRAIT_LOG_FORMAT": "json", "PORTRAIT_METRICS_PORT": "0",
+                            "PORTRAIT_STATE_DIR": str(tmp_path / "state"),
+                            "PORTRAIT_MODEL__PATH": str(tmp_path / "no-model")})  # fmt: skip
+    assert done.returncode == 2  # the model is missing: it logs, then stops
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert records, done.stderr[-2000:]
+    assert {"asctime", "process", "levelname", "name", "message"} <= set(records[0])

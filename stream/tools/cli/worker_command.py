@@ -35,6 +35,23 @@ def _settings_lines() -> list[str]:
     return lines
 
 
+_TEXT_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+_JSON_FIELDS = ("asctime", "process", "levelname", "name", "message")
+
+
+def configure_worker_logging(level: str, log_format: str) -> None:
+    """The root logger at ``level``: text lines, or JSON objects with the same fields
+    (python-json-logger) for ``PORTRAIT_LOG_FORMAT=json``."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(list(_JSON_FIELDS)))
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])  # no-op if already configured
+
+
 class _WorkerHelp(typer.core.TyperCommand):
     """``--help`` of ``portrait worker`` ends with every setting's env name and default."""
 
@@ -57,10 +74,7 @@ def worker() -> None:
     that does not load, CUDA asked for but unavailable, or wrong partition counts.
     """
     settings = settings_or_exit()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )
+    configure_worker_logging(settings.log_level, settings.log_format)
     if settings.log_level in ("debug", "info"):  # kafka-python logs every connection at info
         logging.getLogger("kafka").setLevel(logging.WARNING)
     # faust.topics and aiokafka (producer, connection) log every sent record's key and value and
