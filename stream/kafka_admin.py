@@ -6,6 +6,7 @@ Used by the demo, the replay and profiles commands and the integration tests (ka
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,7 +14,13 @@ from typing import Any
 from models.contract.errors import BrokerUnavailableError
 from stream.settings import KafkaSettings
 
-__all__ = ["create_topics", "describe_topic_configs", "kafka_client_config", "wait_for_broker"]
+__all__ = [
+    "create_topics",
+    "describe_topic_configs",
+    "diagnose_bootstrap",
+    "kafka_client_config",
+    "wait_for_broker",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +197,39 @@ def _config_values(answer: Any, topic: str) -> dict[str, str]:
         if value is not None:
             values[str(name)] = str(value)
     return values
+
+
+def diagnose_bootstrap(servers: list[str], timeout_s: float = 2.0) -> str:
+    """Why the brokers at ``servers`` do not answer, one short clause per address.
+
+    Name resolution first (``name not resolved``), then a TCP connection (``connection refused``,
+    ``timed out``); an address that accepts TCP but gave no Kafka answer points at the protocol
+    settings (TLS or SASL: ``PORTRAIT_KAFKA__SECURITY_PROTOCOL`` and the ``SASL_*`` settings).
+
+    Args:
+        servers: ``host:port`` strings (``[v6]:port`` accepted).
+        timeout_s: Seconds for each connection attempt.
+    """
+    reasons = []
+    for server in servers:
+        host, _, port_text = server.rpartition(":")
+        host = host.strip("[]")
+        try:
+            port = int(port_text)
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (ValueError, socket.gaierror) as exc:
+            reasons.append(f"{server}: name not resolved ({getattr(exc, 'strerror', exc)})")
+            continue
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                reasons.append(
+                    f"{server}: TCP connects but no Kafka answer (TLS or SASL settings: "
+                    "PORTRAIT_KAFKA__SECURITY_PROTOCOL, PORTRAIT_KAFKA__SASL_*)"
+                )
+        except ConnectionRefusedError:
+            reasons.append(f"{server}: connection refused (nothing listens there)")
+        except TimeoutError:
+            reasons.append(f"{server}: timed out after {timeout_s:.0f} s")
+        except OSError as exc:
+            reasons.append(f"{server}: {exc.strerror or exc}")
+    return "; ".join(reasons)

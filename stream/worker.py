@@ -42,6 +42,7 @@ from stream.health import HealthServer, Readiness, start_health_server
 from stream.kafka_admin import (
     create_topics,
     describe_topic_configs,
+    diagnose_bootstrap,
     kafka_client_config,
     wait_for_broker,
 )
@@ -138,8 +139,8 @@ def wait_for_broker_with_backoff(
             if max_attempts is not None and attempt >= max_attempts:
                 raise
             logger.warning(
-                "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f",
-                servers, attempt, delay_s,
+                "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f reason=%s",
+                servers, attempt, delay_s, diagnose_bootstrap(servers),
             )  # fmt: skip
             sleep(delay_s)
             delay_s = min(delay_s * 2, _BACKOFF_MAX_S)

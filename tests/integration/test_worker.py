@@ -382,3 +382,4 @@ def test_unreachable_broker_is_retried_with_backoff_and_one_line_per_attempt(
     assert delays == [1.0, 2.0, 4.0]
     lines = [r for r in caplog.records if "broker not reachable" in r.getMessage()]
     assert len(lines) == 3
+    assert "connection refused (nothing listens there)" in lines[0].getMessage()  # says why
