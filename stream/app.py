@@ -27,6 +27,7 @@ delivers it again and the profiles skip what they had already applied (offsets i
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -53,6 +54,7 @@ from stream.settings import KafkaSettings, Settings
 __all__ = [
     "ERASURE_LEDGER_NAME",
     "LAG_INTERVAL_S",
+    "PROGRESS_INTERVAL_S",
     "TABLE_NAME",
     "changelog_topic_name",
     "create_app",
@@ -63,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 """Seconds between updates of ``portrait_consumer_lag_events``."""
+
+PROGRESS_INTERVAL_S = 60.0
+"""Seconds between two ``progress`` log lines of a running worker."""
 
 TABLE_NAME = "profiles"
 """Name of the profile table; its changelog topic is ``<app_id>-profiles-changelog``."""
@@ -238,6 +243,7 @@ def create_app(
                                  (topics.comments, topics.behavior))  # fmt: skip
 
     app.timer(interval=LAG_INTERVAL_S, name="portrait.consumer_lag")(measure_lag)
+    _log_progress(app, metrics, (topics.comments, topics.behavior))
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "
         "max_batch_size=%d max_wait_s=%s",
@@ -261,3 +267,35 @@ def _track_readiness(app: faust.App, readiness: Readiness) -> None:
 
     app.on_partitions_revoked.connect(revoked)
     app.on_rebalance_complete.connect(complete)
+
+
+def _log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) -> None:
+    """A ``progress`` line every :data:`PROGRESS_INTERVAL_S` while events arrive, and a summary
+    when the worker stops."""
+    started = time.monotonic()
+    last: dict[str, int] = {}
+
+    async def progress() -> None:
+        totals = metrics.totals()
+        if totals != last:  # quiet while idle
+            lag = metrics.set_consumer_lag(
+                app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets, sources
+            )
+            logger.info(
+                "progress consumed=%d (+%d) dead_lettered=%d profile_updates=%d lag=%d",
+                totals["consumed"], totals["consumed"] - last.get("consumed", 0),
+                totals["dead_lettered"], totals["profile_updates"], sum(lag.values()),
+            )  # fmt: skip
+            last.update(totals)
+
+    async def summary(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        totals = metrics.totals()
+        logger.info(
+            "worker stopping after %.0f s: consumed=%d dead_lettered=%d profile_updates=%d "
+            "duplicates_skipped=%d",
+            time.monotonic() - started, totals["consumed"], totals["dead_lettered"],
+            totals["profile_updates"], totals["duplicates_skipped"],
+        )  # fmt: skip
+
+    app.timer(interval=PROGRESS_INTERVAL_S, name="portrait.progress")(progress)
+    app.on_before_shutdown.connect(summary)

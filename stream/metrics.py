@@ -149,6 +149,23 @@ class Metrics:
             requested_device=requested_device,
         ).set(1)  # fmt: skip
 
+    def totals(self) -> dict[str, int]:
+        """What the worker has done since it started, summed over labels: ``consumed``,
+        ``dead_lettered``, ``profile_updates``, ``duplicates_skipped`` (events)."""
+
+        def total(name: str) -> int:
+            return int(sum(
+                s.value for m in self.registry.collect() if m.name == f"portrait_{name}"
+                for s in m.samples if s.name.endswith("_total")
+            ))  # fmt: skip
+
+        return {
+            "consumed": total("events_consumed"),
+            "dead_lettered": total("events_dead_lettered"),
+            "profile_updates": total("profile_updates"),
+            "duplicates_skipped": total("duplicate_events_skipped"),
+        }
+
     def set_consumer_lag(
         self,
         end_offsets: Mapping[_TP, int],

@@ -1,5 +1,5 @@
 """A worker on the local broker turns ready once its partitions are assigned and recovered, and
-its metrics include the process and platform collectors."""
+its metrics include the process and platform collectors; stopped, it logs a summary."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reliability_kit import create_source_topics, start_worker, worker_settings
+from reliability_kit import (
+    Outgoing,
+    comment,
+    create_source_topics,
+    latest_profiles,
+    produce,
+    read_topic,
+    start_worker,
+    worker_settings,
+)
 
 
 def readyz(port: int) -> tuple[int, dict[str, str]]:
@@ -42,5 +51,15 @@ def test_worker_becomes_ready_after_its_first_rebalance(
         assert "portrait_ready 1.0" in text
         # the process and platform collectors are on the worker's registry too
         assert "process_resident_memory_bytes" in text and "python_info{" in text
+        users = [f"u{i}" for i in range(3)]
+        sent = [json.dumps(comment(i, u, "great")).encode() for i, u in enumerate(users)]
+        produce(broker.bootstrap_servers, [
+            Outgoing(settings.topics.comments, u.encode(), value) for u, value in zip(users, sent)
+        ])  # fmt: skip
+        read_topic(broker.bootstrap_servers, settings.topics.profile_updates,
+                   lambda records: set(users) <= set(latest_profiles(records)), 60)  # fmt: skip
     finally:
         worker.stop()
+    # SIGTERM: the worker says what it did before it exits
+    assert "worker stopping after" in worker.log_tail()
+    assert "consumed=3 dead_lettered=0 profile_updates=3" in worker.log_tail()
