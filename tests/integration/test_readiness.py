@@ -53,9 +53,9 @@ def test_worker_becomes_ready_after_its_first_rebalance(
         assert "process_resident_memory_bytes" in text and "python_info{" in text
         users = [f"u{i}" for i in range(3)]
         sent = [json.dumps(comment(i, u, "great")).encode() for i, u in enumerate(users)]
-        produce(broker.bootstrap_servers, [
-            Outgoing(settings.topics.comments, u.encode(), value) for u, value in zip(users, sent)
-        ])  # fmt: skip
+        topic = settings.topics.comments
+        pairs = zip(users, sent, strict=True)
+        produce(broker.bootstrap_servers, [Outgoing(topic, u.encode(), v) for u, v in pairs])
         read_topic(broker.bootstrap_servers, settings.topics.profile_updates,
                    lambda records: set(users) <= set(latest_profiles(records)), 60)  # fmt: skip
     finally:
