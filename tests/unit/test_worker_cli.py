@@ -202,3 +202,8 @@ def test_json_log_format_writes_one_json_object_per_line(
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert records, done.stderr[-2000:]
     assert {"asctime", "process", "levelname", "name", "message"} <= set(records[0])
+
+
+def test_shell_completion_is_offered() -> None:
+    result = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert "--install-completion" in result.output and "--show-completion" in result.output

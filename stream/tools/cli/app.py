@@ -29,7 +29,7 @@ app = typer.Typer(
     name="portrait",
     help="Portrait: streaming user profiles from comment and behaviour events.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
 )
 
 
