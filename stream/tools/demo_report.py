@@ -8,13 +8,14 @@ Percentiles are over profile updates (nearest-rank), in seconds.
 
 from __future__ import annotations
 
-import math
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stream.tools.fidelity import Fidelity
 from stream.tools.follow import ProfileReceipt
@@ -103,8 +104,8 @@ def latency_percentiles(
             latencies.append(receipt.received_s - max(sent))
     if not latencies:
         return {}
-    latencies.sort()
-    return {p: latencies[max(0, math.ceil(p / 100 * len(latencies)) - 1)] for p in _PERCENTILES}
+    # numpy's "inverted_cdf" is the nearest-rank percentile: a latency that was observed
+    return {p: float(np.percentile(latencies, p, method="inverted_cdf")) for p in _PERCENTILES}
 
 
 def scrape_consumed(port: int, timeout_s: float = 1.0) -> int | None:
