@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from stream.tools.bench.stats import nearest_rank
 from stream.tools.fidelity import Fidelity
 from stream.tools.follow import ProfileReceipt
 from stream.tools.simulate import LABELS, Population
@@ -104,8 +103,8 @@ def latency_percentiles(
             latencies.append(receipt.received_s - max(sent))
     if not latencies:
         return {}
-    # numpy's "inverted_cdf" is the nearest-rank percentile: a latency that was observed
-    return {p: float(np.percentile(latencies, p, method="inverted_cdf")) for p in _PERCENTILES}
+    ranks = nearest_rank(latencies, _PERCENTILES)
+    return {p: ranks[f"p{p}"] for p in _PERCENTILES}
 
 
 def scrape_consumed(port: int, timeout_s: float = 1.0) -> int | None:

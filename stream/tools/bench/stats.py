@@ -7,11 +7,12 @@ observed.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 __all__ = ["PERCENTILES", "Spread", "nearest_rank", "paired_ratio"]
 
@@ -87,5 +88,5 @@ def nearest_rank(
     """
     if not values:
         raise ValueError("percentiles need at least one value")
-    ordered = sorted(values)
-    return {f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in percentiles}
+    # numpy's "inverted_cdf" method is the nearest-rank definition: an observed value
+    return {f"p{p}": float(np.percentile(values, p, method="inverted_cdf")) for p in percentiles}
