@@ -129,11 +129,16 @@ EventTime = Annotated[
 ]
 
 
+_NOT_BLANK = r"\S"
+"""An id holds at least one non-whitespace character (JSON Schema ``pattern`` semantics: found
+anywhere, as pydantic matches it): a blank id would key a profile nobody can name."""
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    event_id: str = Field(min_length=1, max_length=256)
-    user_id: str = Field(min_length=1, max_length=128)
+    event_id: str = Field(min_length=1, max_length=256, pattern=_NOT_BLANK)
+    user_id: str = Field(min_length=1, max_length=128, pattern=_NOT_BLANK)
     item_id: str | None = Field(default=None, max_length=256)
     category: str | None = Field(default=None, max_length=256)
     event_time: EventTime
@@ -152,8 +157,8 @@ class CommentEvent(_Event):
     """A ``comments.v1`` event (key = user id).
 
     Attributes:
-        event_id: Unique event id, 1-256 characters.
-        user_id: User id, 1-128 characters.
+        event_id: Unique event id, 1-256 characters, not all whitespace.
+        user_id: User id, 1-128 characters, not all whitespace.
         item_id: The commented item, optional.
         category: The item's category, optional, at most 256 characters.
         text: The comment text; may be empty. Personal data: never logged.
@@ -171,8 +176,8 @@ class BehaviorEvent(_Event):
     """A ``behavior.v1`` event (key = user id).
 
     Attributes:
-        event_id: Unique event id, 1-256 characters.
-        user_id: User id, 1-128 characters.
+        event_id: Unique event id, 1-256 characters, not all whitespace.
+        user_id: User id, 1-128 characters, not all whitespace.
         item_id: The item acted on, optional.
         category: The item's category, optional, at most 256 characters.
         action: One of :data:`BEHAVIOR_ACTIONS`.
@@ -227,8 +232,8 @@ class ErasureRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    request_id: str = Field(min_length=1, max_length=256)
-    user_id: str = Field(min_length=1, max_length=128)
+    request_id: str = Field(min_length=1, max_length=256, pattern=_NOT_BLANK)
+    user_id: str = Field(min_length=1, max_length=128, pattern=_NOT_BLANK)
     requested_at: EventTime
 
     def to_json_bytes(self) -> bytes:

@@ -216,3 +216,20 @@ def test_dead_letter_header_schema_names_every_header_and_reason() -> None:
     portrait_headers = [name for name, _ in headers if name.startswith("portrait.")]
     assert portrait_headers == validator.schema["required"]
     assert _produced_reasons() == set(DEAD_LETTER_REASONS)
+
+
+@pytest.mark.parametrize("field", ["user_id", "event_id"])
+@pytest.mark.parametrize("blank", ["", " ", "\t\n  "])
+def test_blank_ids_are_rejected_by_schema_and_worker_alike(field: str, blank: str) -> None:
+    from models.contract.errors import EventError
+    from stream.events import decode_comment
+
+    event = {"event_id": "e1", "user_id": "u1", "text": "hi",
+             "event_time": "2026-11-29T18:04:05Z", field: blank}  # fmt: skip
+    assert not _validator("comments.v1.json").is_valid(event)
+    with pytest.raises(EventError) as info:
+        decode_comment(json.dumps(event).encode())
+    assert info.value.reason == "invalid_field" and field in info.value.detail
+    event[field] = " x "  # not blank: kept as given
+    assert _validator("comments.v1.json").is_valid(event)
+    assert getattr(decode_comment(json.dumps(event).encode()), field) == " x "
