@@ -71,6 +71,7 @@ from stream.records import (
     KEY_MISMATCH,
     E,
     SourceRecord,
+    check_event_time,
     check_key,
     dead_letter_record_headers,
     decode_record,
@@ -182,6 +183,21 @@ class _ProfilePath(_Decoding):
         self._model_version = model_version
         self._log_user_ids = log_user_ids
         self._clock = clock
+
+    def _decode(
+        self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
+    ) -> list[_Item]:
+        """Decode, then refuse event times implausibly far from this clock
+        (:func:`stream.records.check_event_time`)."""
+        items = super()._decode(records, decode)
+        now = self._clock()
+        for item in items:
+            if isinstance(item.event, CommentEvent | BehaviorEvent):
+                try:
+                    check_event_time(item.event.event_time, now)
+                except EventError as exc:
+                    item.event, item.error = None, exc
+        return items
 
     def _load(self, user_id: str, record: SourceRecord) -> Profile:
         state = self._store.load(user_id, record)

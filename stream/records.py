@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from models.contract.errors import EventError, InferenceError
@@ -25,9 +26,13 @@ from stream.events import (
 )
 
 __all__ = [
+    "EVENT_TIME_OUT_OF_RANGE",
     "INFERENCE_FAILED",
     "KEY_MISMATCH",
+    "MAX_AGE",
+    "MAX_FUTURE",
     "SourceRecord",
+    "check_event_time",
     "check_key",
     "dead_letter_record_headers",
     "decode_record",
@@ -37,6 +42,16 @@ KEY_MISMATCH = "key_mismatch"
 """Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
 
 INFERENCE_FAILED = "inference_failed"
+
+EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+"""Dead-letter reason of an event dated implausibly far from the worker's clock (see
+:func:`check_event_time`)."""
+
+MAX_FUTURE = timedelta(days=1)
+"""An event may be dated at most this far after the worker's clock (producer clock skew)."""
+
+MAX_AGE = timedelta(days=3650)
+"""An event may be dated at most this long (10 years) before the worker's clock."""
 """Dead-letter reason: the classifier failed on the event after all retries."""
 
 _PORTRAIT_HEADER_PREFIX = "portrait."
@@ -86,6 +101,24 @@ def check_key(record: SourceRecord, user_id: str) -> None:
         raise EventError(
             KEY_MISMATCH, f"record key is {what}; key {record.topic} records by user_id (UTF-8)"
         )
+
+
+def check_event_time(event_time: datetime, now: datetime) -> None:
+    """Refuse an event time outside ``[now - MAX_AGE, now + MAX_FUTURE]``.
+
+    One event dated 9999-12-31 would otherwise become the profile's reference time and freeze
+    its decayed scores (forward decay weighs every later, real event by ``2**(-9999 years /
+    half-life)``); one dated 0001-01-01 is no better.
+
+    Raises:
+        EventError: reason ``event_time_out_of_range``.
+    """
+    if event_time > now + MAX_FUTURE:
+        detail = f"event_time is more than {MAX_FUTURE} after the worker's clock"
+        raise EventError(EVENT_TIME_OUT_OF_RANGE, detail)
+    if event_time < now - MAX_AGE:
+        detail = f"event_time is more than {MAX_AGE.days} days before the worker's clock"
+        raise EventError(EVENT_TIME_OUT_OF_RANGE, detail)
 
 
 def decode_record(

@@ -54,9 +54,10 @@ logger = logging.getLogger(__name__)
 WARMUP_USER = "portrait-demo-warmup"
 """User id of the two warm-up events sent before the replay (left out of the results)."""
 _WARMUP = (
-    {"event_id": "warmup-c", "user_id": WARMUP_USER, "text": "warm-up", "event_time": 0},
-    {"event_id": "warmup-b", "user_id": WARMUP_USER, "action": "view", "event_time": 0},
+    {"event_id": "warmup-c", "user_id": WARMUP_USER, "text": "warm-up"},
+    {"event_id": "warmup-b", "user_id": WARMUP_USER, "action": "view"},
 )
+"""Their ``event_time`` is set when they are sent (the worker refuses times far from its clock)."""
 _MALFORMED: tuple[tuple[str, bytes], ...] = (
     ("comments", b"this is not json"),
     ("comments", b""),
@@ -280,7 +281,8 @@ def _warm_up(settings: Settings, producer: Any, follower: OutputFollower, worker
         WorkerProcessError: the worker exited.
         DemoError: the worker did not process the warm-up events before ``deadline``.
     """
-    records = records_from_events([dict(e) for e in _WARMUP], settings.topics)
+    now_ms = int(time.time() * 1000)
+    records = records_from_events([{**e, "event_time": now_ms} for e in _WARMUP], settings.topics)
     publish(records, producer, progress=False)
     while follower.events_of(WARMUP_USER) < len(_WARMUP):
         worker.check_alive()

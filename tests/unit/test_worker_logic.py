@@ -659,3 +659,27 @@ def test_source_partitions_deliver_nothing_until_seeked_to_their_committed_offse
     assert {committed, never} <= consumer._get_active_partitions()
     assert thread.seeks == [(never, 0)]  # no committed offset: from the first offset
     assert consumer._read_offset[committed] == 5 and consumer._read_offset[never] is None
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2024-05-02T13:00:01Z", 0]
+)
+def test_event_times_far_from_the_clock_are_dead_lettered_with_their_own_reason(
+    when: str | int,
+) -> None:
+    """The clock is T0 + 1 h: 1 day + 1 s ahead, 10 years back and beyond are refused."""
+    processor, store, sink, metrics = make()
+    far = json.dumps({"event_id": "far", "user_id": "u", "text": "great",
+                      "event_time": when}).encode()  # fmt: skip
+    batch = records(COMMENTS, [(b"u", far), (b"u", comment("ok", "u", "awful", 1))])
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
+    assert (result.dead_lettered, result.applied) == (1, 1)
+    headers = dict(sink.dead_letters[0][1])
+    assert headers["portrait.error.reason"] == b"event_time_out_of_range"
+    assert value(metrics, "portrait_events_dead_lettered_total", topic=COMMENTS,
+                 reason="event_time_out_of_range") == 1  # fmt: skip
+    # the accepted event alone sets the score; the refused one left no trace in the profile
+    profile = Profile.from_dict(json.loads(store.states["u"]))
+    negative, _, positive = fake_probabilities("awful")
+    assert profile.comment_count == 1
+    assert profile.sentiment_score == pytest.approx(positive - negative)
