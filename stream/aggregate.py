@@ -13,6 +13,7 @@ from typing import Any
 from models.contract.labels import LABELS
 from stream.events import BEHAVIOR_ACTIONS, BehaviorEvent
 from stream.profile import (
+    EVENT_ID_WINDOW,
     CategoryStats,
     Profile,
     RecentComment,
@@ -21,16 +22,39 @@ from stream.profile import (
 )
 from stream.settings import ProfileSettings
 
-__all__ = ["apply_behavior", "apply_comment", "summary"]
+__all__ = ["apply_behavior", "apply_comment", "duplicate_reason", "summary"]
 
 
-def _claim_offset(profile: Profile, topic: str, partition: int, offset: int) -> bool:
-    """Record ``offset`` as applied; False when it (or a later one) already was."""
-    key = f"{topic}:{partition}"
-    last = profile.applied_offsets.get(key)
+def duplicate_reason(profile: Profile, event_id: str, topic: str, partition: int, offset: int
+                     ) -> str | None:  # fmt: skip
+    """Why an event is a duplicate of one the profile applied, or ``None`` for a new one.
+
+    Returns:
+        ``"offset"``: the source offset (or a later one) was applied (a redelivery);
+        ``"event_id"``: a new offset, but the event id is among the profile's
+        ``recent_event_ids`` (a resend); ``None`` otherwise. Reads only.
+    """
+    last = profile.applied_offsets.get(f"{topic}:{partition}")
     if last is not None and offset <= last:
+        return "offset"
+    return "event_id" if event_id in profile.recent_event_ids else None
+
+
+def _claim(
+    profile: Profile, event_id: str, event_time_ms: int, topic: str, partition: int, offset: int
+) -> bool:
+    """Record the offset as applied (a resent event id's offset too: it is done); True when the
+    event is new, and then remember its id among the :data:`EVENT_ID_WINDOW` with the latest
+    event times."""
+    reason = duplicate_reason(profile, event_id, topic, partition, offset)
+    if reason == "offset":
         return False
-    profile.applied_offsets[key] = offset
+    profile.applied_offsets[f"{topic}:{partition}"] = offset
+    if reason == "event_id":
+        return False
+    kept = sorted({**profile.recent_event_ids, event_id: event_time_ms}.items(),
+                  key=lambda item: (item[1], item[0]))[-EVENT_ID_WINDOW:]  # fmt: skip
+    profile.recent_event_ids = dict(kept)
     return True
 
 
@@ -101,7 +125,8 @@ def apply_comment(
     Returns:
         True when the profile changed (``version`` incremented), False for a duplicate.
     """
-    if not _claim_offset(profile, topic, partition, offset):
+    event = scored.event
+    if not _claim(profile, event.event_id, event.event_time_ms, topic, partition, offset):
         return False
     profile.half_life_s = settings.half_life_s
     event, probs = scored.event, scored.probabilities
@@ -145,7 +170,7 @@ def apply_behavior(
     Returns:
         True when the profile changed (``version`` incremented), False for a duplicate.
     """
-    if not _claim_offset(profile, topic, partition, offset):
+    if not _claim(profile, event.event_id, event.event_time_ms, topic, partition, offset):
         return False
     profile.half_life_s = settings.half_life_s
     weight = _observe_time(profile, event.event_time_ms)

@@ -52,8 +52,9 @@ class Metrics:
         events_consumed: ``portrait_events_consumed_total{topic}``: source events read.
         events_dead_lettered: ``portrait_events_dead_lettered_total{topic, reason}``: events
             written to the dead-letter topic; ``reason`` is an ``EventError.reason`` code.
-        duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic}``: redelivered events
-            the profile had already applied (idempotence at work after a restart or rebalance).
+        duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic, reason}``: events
+            the profile had already applied: ``offset`` (a redelivery after a restart or
+            rebalance) or ``event_id`` (the same event resent at a new offset).
         inference_failures: ``portrait_inference_failures_total``: failed inference attempts.
         batch_size: ``portrait_batch_size``: events per micro-batch (histogram).
         inference_seconds: ``portrait_inference_seconds``: tokenization plus onnxruntime per
@@ -93,7 +94,11 @@ class Metrics:
             **kw,
         )
         self.duplicates_skipped = Counter(
-            "duplicate_events_skipped", "Redelivered events already applied.", ["topic"], **kw
+            "duplicate_events_skipped",
+            "Events already applied: a redelivered offset (reason offset) or a resent event_id "
+            "(reason event_id).",
+            ["topic", "reason"],
+            **kw,
         )
         self.inference_failures = Counter(
             "inference_failures", "Failed inference attempts on a micro-batch.", **kw

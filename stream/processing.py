@@ -52,7 +52,7 @@ from typing import Any
 from models.contract.errors import EventError, InferenceError
 from models.contract.mixed import ClauseBatch, MixedRule
 from models.contract.protocol import Classifier
-from stream.aggregate import apply_behavior, apply_comment
+from stream.aggregate import apply_behavior, apply_comment, duplicate_reason
 from stream.batching import MicroBatch
 from stream.events import (
     BehaviorEvent,
@@ -236,12 +236,15 @@ class _ProfilePath(_Decoding):
             user_id = item.event.user_id
             if user_id not in profiles:
                 profiles[user_id] = self._load(user_id, item.record)
-            if self._apply(profiles[user_id], item):
+            record, profile = item.record, profiles[user_id]
+            reason = duplicate_reason(profile, item.event.event_id, record.topic,
+                                      record.partition, record.offset)  # fmt: skip
+            if self._apply(profile, item):
                 applied += 1
                 event_times.append(item.event.event_time)
             else:
                 duplicates += 1
-                self._metrics.duplicates_skipped.labels(topic=item.record.topic).inc()
+                self._metrics.duplicates_skipped.labels(topic=record.topic, reason=reason).inc()
             last_record[user_id] = item.record
         now = self._clock()
         for user_id, record in last_record.items():

@@ -64,6 +64,7 @@ from stream.settings import ProfileSettings
 
 __all__ = [
     "LABELS",
+    "EVENT_ID_WINDOW",
     "SCHEMA_VERSION",
     "CategoryStats",
     "Profile",
@@ -73,6 +74,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+EVENT_ID_WINDOW = 32
+"""Event ids a profile remembers for the ``event_id`` dedupe (those of its 32 latest events by
+event time): a resent event older than the user's 32 latest counts again. 32 ids of up to 256
+characters bound the profile (typically ~1.5 kB)."""
 """Version of the :meth:`Profile.to_dict` layout; :meth:`Profile.from_dict` rejects others."""
 
 _PROBABILITY_TOLERANCE = 1e-3
@@ -208,6 +214,11 @@ class Profile:
         last_event_time_ms: Latest event time seen, epoch ms; the decay reference ``t_ref``.
         hour_histogram: Events per hour of day (UTC), 24 ints.
         recent_comments: The latest ``last_n_comments`` comments, ordered by event time ascending.
+        recent_event_ids: ``event_id`` -> event time (epoch ms) of the :data:`EVENT_ID_WINDOW`
+            applied events with the latest event times, ordered by (time, id): an event resent
+            under one of these ids (a producer's retry, at a new offset) is a duplicate. Keeping
+            the latest by event time, not by arrival, leaves the profile independent of the order
+            events arrive in.
         schema: Layout version, :data:`SCHEMA_VERSION`.
     """
 
@@ -230,6 +241,7 @@ class Profile:
     last_event_time_ms: int | None = None
     hour_histogram: list[int] = field(default_factory=lambda: [0] * 24)
     recent_comments: list[RecentComment] = field(default_factory=list)
+    recent_event_ids: dict[str, int] = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     @property

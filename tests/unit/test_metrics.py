@@ -28,7 +28,7 @@ def metrics() -> Metrics:
     m = Metrics(CollectorRegistry())
     m.events_consumed.labels(topic="comments.v1").inc(3)
     m.events_dead_lettered.labels(topic="comments.v1", reason="not_json").inc()
-    m.duplicates_skipped.labels(topic="comments.v1").inc()
+    m.duplicates_skipped.labels(topic="comments.v1", reason="offset").inc()
     m.inference_failures.inc()
     m.batch_size.observe(64)
     m.inference_seconds.observe(0.12)

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from stream.aggregate import apply_behavior, apply_comment, summary
+from stream.aggregate import apply_behavior, apply_comment, duplicate_reason, summary
 from stream.events import BehaviorEvent, CommentEvent
-from stream.profile import SCHEMA_VERSION, Profile, ScoredComment, decay_weight
+from stream.profile import EVENT_ID_WINDOW, SCHEMA_VERSION, Profile, ScoredComment, decay_weight
 from stream.settings import ProfileSettings
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -348,6 +348,29 @@ def test_state_written_before_mixed_counts_loads_with_zeros() -> None:
     assert restored.mixed_count == 0
     assert all(s.positive_count == s.negative_count == 0 for s in restored.categories.values())
     assert not any(c.mixed for c in restored.recent_comments)
-    apply_comment(restored, ScoredComment(C1.event, (0.1, 0.1, 0.8), mixed=True),
+    fresh = C1.event.model_copy(update={"event_id": "c1-later"})  # a new event: not a resend
+    apply_comment(restored, ScoredComment(fresh, (0.1, 0.1, 0.8), mixed=True),
                   topic="comments.v1", partition=0, offset=99, settings=HOUR)  # fmt: skip
     assert restored.mixed_count == 1 and restored.categories["books"].positive_count == 1
+
+
+def test_a_resent_event_id_at_a_new_offset_is_a_duplicate_and_its_offset_is_done() -> None:
+    p = apply_all([C1, C2])
+    before = p.to_dict()
+    resent = ScoredComment(C1.event, (0.9, 0.05, 0.05))  # same event_id, other verdict
+    assert duplicate_reason(p, "c1", "comments.v1", 0, 7) == "event_id"
+    assert not apply_comment(p, resent, topic="comments.v1", partition=0, offset=7, settings=HOUR)
+    after = p.to_dict()
+    assert after["applied_offsets"] == {"comments.v1:0": 7}  # the offset is done all the same
+    del before["applied_offsets"], after["applied_offsets"]
+    assert after == before  # nothing else changed: no count, no score, no version
+    assert duplicate_reason(p, "c1", "comments.v1", 0, 7) == "offset"
+
+
+def test_the_event_id_window_keeps_the_latest_events_by_event_time() -> None:
+    p = Profile(user_id="u")
+    items = [comment(f"e{i}", float(i), (0.2, 0.3, 0.5)) for i in range(EVENT_ID_WINDOW + 8)]
+    for offset, item in enumerate(reversed(items)):  # arrival order: newest first
+        apply_comment(p, item, topic="comments.v1", partition=0, offset=offset, settings=HOUR)
+    assert list(p.recent_event_ids) == [f"e{i}" for i in range(8, EVENT_ID_WINDOW + 8)]
+    assert len(json.dumps(p.to_dict()["recent_event_ids"])) < 2000  # bounded

@@ -366,7 +366,8 @@ def test_redelivered_batch_changes_nothing_and_reemits_the_same_version() -> Non
     first, second = (ProfileUpdate.model_validate_json(raw) for _, raw in sink.updates)
     assert first.version == second.version == 2
     assert first.profile == second.profile
-    assert value(metrics, "portrait_duplicate_events_skipped_total", topic=COMMENTS) == 2
+    assert value(metrics, "portrait_duplicate_events_skipped_total", topic=COMMENTS,
+                 reason="offset") == 2  # fmt: skip
 
 
 def test_partly_redelivered_batch_applies_only_the_new_events() -> None:
@@ -683,3 +684,17 @@ def test_event_times_far_from_the_clock_are_dead_lettered_with_their_own_reason(
     negative, _, positive = fake_probabilities("awful")
     assert profile.comment_count == 1
     assert profile.sentiment_score == pytest.approx(positive - negative)
+
+
+def test_the_same_event_id_resent_at_a_new_offset_is_counted_once() -> None:
+    processor, store, sink, metrics = make()
+    resend = comment("c-1", "u", "great", 1)
+    batch = records(COMMENTS, [(b"u", resend), (b"u", resend)])  # offsets 0 and 1
+    result = run(processor.comments.process(MicroBatch(batch, 0.0)))
+    assert (result.applied, result.duplicates) == (1, 1)
+    again = run(processor.comments.process(MicroBatch(records(COMMENTS, [(b"u", resend)], 5), 0.0)))
+    assert (again.applied, again.duplicates) == (0, 1)
+    profile = Profile.from_dict(json.loads(store.states["u"]))
+    assert profile.comment_count == 1 and profile.applied_offsets == {f"{COMMENTS}:0": 5}
+    assert value(metrics, "portrait_duplicate_events_skipped_total", topic=COMMENTS,
+                 reason="event_id") == 2  # fmt: skip
