@@ -208,15 +208,18 @@ def create_app(
         executor = _owned_executor(app)
     outputs = Outputs(TableProfileStore(table), TopicSink(updates, dead_letter), metrics)
     pseudonymise = Pseudonymiser(settings.pseudonymisation)
+    partitions = topics.partitions  # a record off its key's partition is dead-lettered
     comment_path = CommentProcessor(
         outputs, classifier, profile_settings=settings.profile, executor=executor,
         mixed=settings.mixed, log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
+        partitions=partitions,
     )  # fmt: skip
     behavior_path = BehaviorProcessor(
         outputs, profile_settings=settings.profile, model_version=classifier.model_version,
-        log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
+        log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise, partitions=partitions,
     )  # fmt: skip
-    erasure_path = ErasureProcessor(outputs, TableErasureLedger(ledger), pseudonymise=pseudonymise)
+    erasure_path = ErasureProcessor(outputs, TableErasureLedger(ledger), pseudonymise=pseudonymise,
+                                    partitions=partitions)  # fmt: skip
 
     async def comment_agent(stream: Any) -> None:
         await consume_in_batches(stream, comment_path.process, settings.batch)

@@ -29,6 +29,7 @@ from typing import Any
 from models.contract.errors import BrokerUnavailableError, PortraitError
 from stream.events import ErasureRequest
 from stream.kafka_admin import create_topics, kafka_client_config
+from stream.partitioner import user_partition
 from stream.publish import make_producer
 from stream.settings import PseudonymisationSettings, Settings
 
@@ -109,20 +110,6 @@ class ErasureReceipt:
     partition: int
     offset: int
     waited_s: float
-
-
-def user_partition(user_id: str, partitions: int) -> int:
-    """The partition of a record keyed by ``user_id`` under Kafka's default partitioner.
-
-    murmur2 of the UTF-8 key, as the Java client, kafka-python and aiokafka compute it.
-
-    Args:
-        user_id: The raw user id (the record key).
-        partitions: Partitions of the topic, >= 1.
-    """
-    from kafka.partitioner.default import murmur2
-
-    return int((murmur2(user_id.encode("utf-8")) & 0x7FFFFFFF) % partitions)
 
 
 def _behind(settings: Settings, admin: Any, ends: dict[Any, int]) -> dict[str, int]:

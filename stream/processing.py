@@ -122,15 +122,22 @@ class _Decoding:
         outputs: The table, topics and metrics.
         pseudonymise: Maps a user id to the id stored and emitted (a
             :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
+        partitions: Partitions of the source topics: a record off its key's partition is
+            dead-lettered (``wrong_partition``); ``None`` skips the check.
     """
 
     def __init__(
-        self, outputs: Outputs, *, pseudonymise: Callable[[str], str] | None = None
+        self,
+        outputs: Outputs,
+        *,
+        pseudonymise: Callable[[str], str] | None = None,
+        partitions: int | None = None,
     ) -> None:
         self._store = outputs.store
         self._sink = outputs.sink
         self._metrics = outputs.metrics
         self._pseudonymise = pseudonymise
+        self._partitions = partitions
 
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
@@ -139,7 +146,8 @@ class _Decoding:
         for record in records:
             self._metrics.events_consumed.labels(topic=record.topic).inc()
             try:
-                items.append(_Item(record, event=decode_record(record, decode, self._pseudonymise)))
+                event = decode_record(record, decode, self._pseudonymise, self._partitions)
+                items.append(_Item(record, event=event))
             except EventError as exc:
                 items.append(_Item(record, error=exc))
         return items
@@ -165,7 +173,7 @@ class _ProfilePath(_Decoding):
         model_version: ``model_version`` written into every profile update.
         log_user_ids: Whether user ids may appear in log lines.
         clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
-        pseudonymise: As for :class:`_Decoding`.
+        pseudonymise, partitions: As for :class:`_Decoding`.
     """
 
     def __init__(
@@ -177,8 +185,9 @@ class _ProfilePath(_Decoding):
         log_user_ids: bool = False,
         clock: Callable[[], datetime] = _utc_now,
         pseudonymise: Callable[[str], str] | None = None,
+        partitions: int | None = None,
     ) -> None:
-        super().__init__(outputs, pseudonymise=pseudonymise)
+        super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions)
         self._settings = profile_settings
         self._model_version = model_version
         self._log_user_ids = log_user_ids
@@ -284,7 +293,7 @@ class CommentProcessor(_ProfilePath):
             onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
         retry: Retries of a failing inference call.
         mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
-        log_user_ids, clock, pseudonymise: As for the other paths.
+        log_user_ids, clock, pseudonymise, partitions: As for the other paths.
 
     Raises:
         ValueError: ``retry.attempts`` < 1.
@@ -302,10 +311,12 @@ class CommentProcessor(_ProfilePath):
         log_user_ids: bool = False,
         clock: Callable[[], datetime] = _utc_now,
         pseudonymise: Callable[[str], str] | None = None,
+        partitions: int | None = None,
     ) -> None:
         super().__init__(
             outputs, profile_settings=profile_settings, model_version=classifier.model_version,
             log_user_ids=log_user_ids, clock=clock, pseudonymise=pseudonymise,
+            partitions=partitions,
         )  # fmt: skip
         metrics = outputs.metrics
         self._inference = InferenceRunner(
@@ -371,6 +382,7 @@ class ErasureProcessor(_Decoding):
         outputs: The table, topics and metrics.
         ledger: The erasure requests carried out.
         pseudonymise: As for the other paths (requests name the raw user id).
+        partitions: As for the other paths.
     """
 
     def __init__(
@@ -379,8 +391,9 @@ class ErasureProcessor(_Decoding):
         ledger: ErasureLedger,
         *,
         pseudonymise: Callable[[str], str] | None = None,
+        partitions: int | None = None,
     ) -> None:
-        super().__init__(outputs, pseudonymise=pseudonymise)
+        super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions)
         self._ledger = ledger
 
     async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:

@@ -24,6 +24,7 @@ from stream.events import (
     ErasureRequest,
     dead_letter_headers,
 )
+from stream.partitioner import user_partition
 
 __all__ = [
     "EVENT_TIME_OUT_OF_RANGE",
@@ -31,8 +32,10 @@ __all__ = [
     "KEY_MISMATCH",
     "MAX_AGE",
     "MAX_FUTURE",
+    "WRONG_PARTITION",
     "SourceRecord",
     "check_event_time",
+    "check_partition",
     "check_key",
     "dead_letter_record_headers",
     "decode_record",
@@ -42,6 +45,9 @@ KEY_MISMATCH = "key_mismatch"
 """Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
 
 INFERENCE_FAILED = "inference_failed"
+
+WRONG_PARTITION = "wrong_partition"
+"""Dead-letter reason: the record is not on its key's partition (see :func:`check_partition`)."""
 
 EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
 """Dead-letter reason of an event dated implausibly far from the worker's clock (see
@@ -103,6 +109,32 @@ def check_key(record: SourceRecord, user_id: str) -> None:
         )
 
 
+def check_partition(record: SourceRecord, user_id: str, partitions: int) -> None:
+    """Check that the record sits on its key's partition under Kafka's default partitioner.
+
+    The profile table is co-partitioned with the source topics: a user's events must all land on
+    the partition murmur2 of the UTF-8 user id picks (the Java client's, kafka-python's and
+    aiokafka's default; confluent-kafka needs ``partitioner=murmur2_random``). A record elsewhere
+    (another partitioner, or an explicit partition) would start a second profile for the user.
+
+    Args:
+        record: The source record.
+        user_id: The decoded event's raw ``user_id`` (the record key).
+        partitions: Partitions of the source topics (``PORTRAIT_TOPICS__PARTITIONS``).
+
+    Raises:
+        EventError: Reason :data:`WRONG_PARTITION`.
+    """
+    expected = user_partition(user_id, partitions)
+    if record.partition != expected:
+        raise EventError(
+            WRONG_PARTITION,
+            f"record is on partition {record.partition} of {record.topic}, its key's partition "
+            f"is {expected} (murmur2 of the key, Kafka's default partitioner; confluent-kafka: "
+            "partitioner=murmur2_random)",
+        )
+
+
 def check_event_time(event_time: datetime, now: datetime) -> None:
     """Refuse an event time outside ``[now - MAX_AGE, now + MAX_FUTURE]``.
 
@@ -125,6 +157,7 @@ def decode_record(
     record: SourceRecord,
     decode: Callable[[bytes | None], E],
     pseudonymise: Callable[[str], str] | None = None,
+    partitions: int | None = None,
 ) -> E:
     """Decode a record's value, check its key, then pseudonymise its ``user_id``.
 
@@ -133,6 +166,8 @@ def decode_record(
         decode: ``events.decode_comment``, ``decode_behavior`` or ``decode_erasure``.
         pseudonymise: Maps the (raw, key-checked) user id to the id used from here on; ``None``
             keeps it.
+        partitions: Partitions of the source topics: the record must sit on its key's
+            partition (:func:`check_partition`); ``None`` skips that check.
 
     Returns:
         The event.
@@ -142,6 +177,8 @@ def decode_record(
     """
     event = decode(record.value)
     check_key(record, event.user_id)
+    if partitions is not None:
+        check_partition(record, event.user_id, partitions)
     if pseudonymise is not None:
         event = event.model_copy(update={"user_id": pseudonymise(event.user_id)})
     return event

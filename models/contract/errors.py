@@ -104,7 +104,7 @@ class EventError(PortraitError):
         reason: Short machine code, used as the dead-letter ``portrait.error.reason`` header and as
             the metric label: one of ``"empty_value"``, ``"tombstone"``, ``"not_utf8"``,
             ``"not_json"``, ``"not_an_object"``, ``"invalid_field"``, ``"key_mismatch"``,
-            ``"event_time_out_of_range"``.
+            ``"wrong_partition"``, ``"event_time_out_of_range"``.
         detail: Human-readable explanation; it names fields, never their text content.
     """
 

@@ -148,7 +148,8 @@ def paths(outputs: Outputs, classifier: Any, *, ledger: ErasureLedger | None = N
           **options: Any) -> Paths:  # fmt: skip
     """The three processors; ``options``: log_user_ids, clock, pseudonymise (all paths),
     retry and mixed (comments)."""
-    common = {k: v for k, v in options.items() if k in ("log_user_ids", "clock", "pseudonymise")}
+    shared = ("log_user_ids", "clock", "pseudonymise", "partitions")
+    common = {k: v for k, v in options.items() if k in shared}
     comments = CommentProcessor(outputs, classifier, profile_settings=ProfileSettings(), **options)
     behaviors = BehaviorProcessor(outputs, profile_settings=ProfileSettings(),
                                   model_version=classifier.model_version, **common)  # fmt: skip
@@ -698,3 +699,18 @@ def test_the_same_event_id_resent_at_a_new_offset_is_counted_once() -> None:
     assert profile.comment_count == 1 and profile.applied_offsets == {f"{COMMENTS}:0": 5}
     assert value(metrics, "portrait_duplicate_events_skipped_total", topic=COMMENTS,
                  reason="event_id") == 2  # fmt: skip
+
+
+def test_a_record_off_its_keys_partition_is_dead_lettered_as_wrong_partition() -> None:
+    from stream.partitioner import user_partition
+
+    store, sink, metrics = DictStore(), FakeSink(), Metrics(CollectorRegistry())
+    processor = paths(Outputs(store, sink, metrics), FakeClassifier(), partitions=4)
+    home = user_partition("ana", 4)
+    right = records(COMMENTS, [(b"ana", comment("c1", "ana", "great", 1))], partition=home)
+    wrong = records(COMMENTS, [(b"ana", comment("c2", "ana", "awful", 2))], start=7,
+                    partition=(home + 1) % 4)  # fmt: skip
+    result = run(processor.comments.process(MicroBatch(right + wrong, 0.0)))
+    assert (result.applied, result.dead_lettered) == (1, 1)
+    assert dict(sink.dead_letters[0][1])["portrait.error.reason"] == b"wrong_partition"
+    assert json.loads(store.states["ana"])["comment_count"] == 1  # one profile, not two
