@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
+from stream.erasure import ErasureProcessor
 from stream.faust_adapters import (
     TableErasureLedger,
     TableProfileStore,
@@ -47,7 +48,7 @@ from stream.faust_adapters import (
 from stream.health import Readiness
 from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
-from stream.processing import BehaviorProcessor, CommentProcessor, ErasureProcessor, Outputs
+from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
 from stream.settings import KafkaSettings, Settings
 

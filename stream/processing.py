@@ -3,7 +3,7 @@
 Plain asyncio, no faust or Kafka import. The faust agents (:mod:`stream.app`) hand in a
 :class:`~stream.batching.MicroBatch` of :class:`SourceRecord` objects and acknowledge the records
 only after the source's processor (:class:`CommentProcessor`, :class:`BehaviorProcessor`,
-:class:`ErasureProcessor`) returns; each is built with just the collaborators its path needs.
+:class:`stream.erasure.ErasureProcessor`) returns; each is built with just the collaborators its path needs.
 The profile table and the output topics are reached through the protocols of :mod:`stream.ports`
 (faust implementations in :mod:`stream.faust_adapters`, fakes in the unit tests).
 
@@ -33,7 +33,7 @@ With pseudonymisation on, every decoded event's ``user_id`` (after the key check
 the raw id) is replaced by its pseudonym (:class:`stream.privacy.Pseudonymiser`), so the table, the
 profile updates and the log lines only ever see pseudonyms.
 
-Erasure requests (``erasure.v1``, :class:`ErasureProcessor`) are decoded and checked
+Erasure requests (``erasure.v1``, :class:`stream.erasure.ErasureProcessor`) are decoded and checked
 the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
 tombstone on ``profile-updates.v1`` without an ``await`` in between, so no micro-batch of the other
 agents interleaves; the user's next event starts a new profile.
@@ -61,7 +61,6 @@ from stream.events import (
     ProfileUpdate,
     decode_behavior,
     decode_comment,
-    decode_erasure,
 )
 from stream.inference import InferenceRunner, RetryPolicy
 from stream.ports import BatchResult, ErasureLedger, Outputs, ProfileStore, Sink
@@ -85,7 +84,6 @@ __all__ = [
     "BehaviorProcessor",
     "CommentProcessor",
     "ErasureLedger",
-    "ErasureProcessor",
     "Outputs",
     "ProfileStore",
     "Sink",
@@ -373,70 +371,6 @@ class BehaviorProcessor(_ProfilePath):
         """
         self._metrics.batch_wait_seconds.observe(batch.wait_s)
         return await self._apply_and_emit(self._decode(batch.items, decode_behavior))
-
-
-class ErasureProcessor(_Decoding):
-    """``erasure.v1``: delete profiles, tombstone their updates, record the requests carried out.
-
-    Args:
-        outputs: The table, topics and metrics.
-        ledger: The erasure requests carried out.
-        pseudonymise: As for the other paths (requests name the raw user id).
-        partitions: As for the other paths.
-    """
-
-    def __init__(
-        self,
-        outputs: Outputs,
-        ledger: ErasureLedger,
-        *,
-        pseudonymise: Callable[[str], str] | None = None,
-        partitions: int | None = None,
-    ) -> None:
-        super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions)
-        self._ledger = ledger
-
-    async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
-        """Carry out one micro-batch of ``erasure.v1`` requests, in order.
-
-        A new request deletes the user's profile and enqueues a tombstone for the user on the
-        profile-update topic (no ``await`` in between); once the broker confirmed the tombstones,
-        the requests are written to the ledger, so a redelivered request (crash before the commit)
-        is skipped instead of erasing the user's newer events. Invalid ones are dead-lettered.
-
-        Args:
-            batch: The records, in source order.
-
-        Returns:
-            What the batch did: ``applied`` = erasures carried out (= ``updates``, tombstones
-            sent), ``duplicates`` = requests the ledger had already.
-
-        Raises:
-            Exception: A dead-letter record or tombstone the broker did not accept: the batch must
-                not be acknowledged (it will be delivered again).
-        """
-        items = self._decode(batch.items, decode_erasure)
-        deliveries: list[Awaitable[object]] = []
-        done: list[tuple[str, SourceRecord]] = []
-        duplicates = 0
-        for item in items:  # no await in this loop: see the module docstring
-            request, record = item.event, item.record
-            if not isinstance(request, ErasureRequest):  # undecodable or invalid
-                deliveries.append(self._dead_letter(item))
-            elif self._ledger.contains(request.request_id, record):
-                duplicates += 1
-            else:
-                self._store.delete(request.user_id, record)
-                deliveries.append(self._sink.send_tombstone(request.user_id))
-                done.append((request.request_id, record))
-        if deliveries:
-            await asyncio.gather(*deliveries)
-        for request_id, record in done:
-            self._ledger.add(request_id, record)
-            logger.info("erasure done topic=%s partition=%d offset=%d request_id=%s",
-                        record.topic, record.partition, record.offset, request_id)  # fmt: skip
-        dead = len(items) - len(done) - duplicates
-        return BatchResult(len(items), dead, len(done), duplicates, len(done))
 
 
 def _describe(result: BatchResult) -> str:

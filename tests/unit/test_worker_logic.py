@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from models.contract.mixed import classify_with_clauses
 from stream.aggregate import apply_behavior, apply_comment
 from stream.batching import MicroBatch
+from stream.erasure import ErasureProcessor
 from stream.events import ProfileUpdate, decode_behavior, decode_comment
 from stream.inference import RetryPolicy
 from stream.metrics import Metrics
@@ -27,7 +28,6 @@ from stream.processing import (
     BehaviorProcessor,
     CommentProcessor,
     ErasureLedger,
-    ErasureProcessor,
     Outputs,
     SourceRecord,
     check_key,
