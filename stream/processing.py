@@ -3,7 +3,8 @@
 Plain asyncio, no faust or Kafka import. The faust agents (:mod:`stream.app`) hand in a
 :class:`~stream.batching.MicroBatch` of :class:`SourceRecord` objects and acknowledge the records
 only after the source's processor (:class:`CommentProcessor`, :class:`BehaviorProcessor`,
-:class:`stream.erasure.ErasureProcessor`) returns; each is built with just the collaborators its path needs.
+:class:`stream.erasure.ErasureProcessor`) returns; each is built with just the collaborators
+its path needs.
 The profile table and the output topics are reached through the protocols of :mod:`stream.ports`
 (faust implementations in :mod:`stream.faust_adapters`, fakes in the unit tests).
 
@@ -33,7 +34,8 @@ With pseudonymisation on, every decoded event's ``user_id`` (after the key check
 the raw id) is replaced by its pseudonym (:class:`stream.privacy.Pseudonymiser`), so the table, the
 profile updates and the log lines only ever see pseudonyms.
 
-Erasure requests (``erasure.v1``, :class:`stream.erasure.ErasureProcessor`) are decoded and checked
+Erasure requests (``erasure.v1``, :class:`stream.erasure.ErasureProcessor`) are decoded and
+checked
 the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
 tombstone on ``profile-updates.v1`` without an ``await`` in between, so no micro-batch of the other
 agents interleaves; the user's next event starts a new profile.
