@@ -35,8 +35,7 @@ the raw id) is replaced by its pseudonym (:class:`stream.privacy.Pseudonymiser`)
 profile updates and the log lines only ever see pseudonyms.
 
 Erasure requests (``erasure.v1``, :class:`stream.erasure.ErasureProcessor`) are decoded and
-checked
-the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
+checked the same way; each new one deletes the user's profile (a changelog tombstone) and enqueues a
 tombstone on ``profile-updates.v1`` without an ``await`` in between, so no micro-batch of the other
 agents interleaves; the user's next event starts a new profile.
 """
