@@ -284,7 +284,11 @@ def _field_problems(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
         field = ".".join(str(part) for part in error["loc"]) or "(event)"
-        parts.append(f"{field}: {error['msg']}")
+        blank = (
+            error["type"] == "string_pattern_mismatch"
+            and error.get("ctx", {}).get("pattern") == _NOT_BLANK
+        )
+        parts.append(f"{field}: {'must not be blank (whitespace only)' if blank else error['msg']}")
     return "; ".join(parts)[:_MAX_DETAIL_CHARS]
 
 

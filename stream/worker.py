@@ -331,8 +331,8 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
         if classifier is None:
             model = settings.model
             classifier = load_model(model.path, model.device, model.intra_op_threads)
-        readiness.not_ready("waiting for the broker")
         server = _health_server_or_config_error(settings, registry, readiness)
+        readiness.not_ready("waiting for the broker")
         logger.info("model ready model_version=%s provider=%s", classifier.model_version,
                     classifier.provider)  # fmt: skip
         wait_for_broker_with_backoff(settings)

@@ -230,6 +230,8 @@ def test_blank_ids_are_rejected_by_schema_and_worker_alike(field: str, blank: st
     with pytest.raises(EventError) as info:
         decode_comment(json.dumps(event).encode())
     assert info.value.reason == "invalid_field" and field in info.value.detail
+    if blank:  # "" fails the length check first
+        assert f"{field}: must not be blank" in info.value.detail
     event[field] = " x "  # not blank: kept as given
     assert _validator("comments.v1.json").is_valid(event)
     assert getattr(decode_comment(json.dumps(event).encode()), field) == " x "
