@@ -93,19 +93,19 @@ class Routing:
         return "other" if non_latin_share(text) >= self.threshold else "latin"
 
 
-def routing_of(model_dir: Path) -> Routing | None:
-    """The routing of ``model_dir/manifest.json``; ``None`` for a single-graph model.
-
-    Raises:
-        ModelLoadError: the manifest is missing, not JSON, or its routing is malformed.
-    """
+def _read(model_dir: Path) -> dict[str, Any]:
+    """``model_dir/manifest.json`` as a dict, or :class:`ModelLoadError`."""
     path = model_dir / "manifest.json"
     try:
-        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{path} is missing", path=path) from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{path} is not valid JSON ({exc})", path=path) from exc
+
+
+def _parse_routing(raw: dict[str, Any], path: Path) -> Routing | None:
+    """The ``routing`` of a manifest read from ``path``; ``None`` when it has none."""
     if "routing" not in raw:
         return None
     try:
@@ -121,6 +121,15 @@ def routing_of(model_dir: Path) -> Routing | None:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelLoadError(f"{path}: invalid routing ({exc})", path=path) from exc
     return Routing(threshold=threshold, routes=routes)
+
+
+def routing_of(model_dir: Path) -> Routing | None:
+    """The routing of ``model_dir/manifest.json``; ``None`` for a single-graph model.
+
+    Raises:
+        ModelLoadError: the manifest is missing, not JSON, or its routing is malformed.
+    """
+    return _parse_routing(_read(model_dir), model_dir / "manifest.json")
 
 
 class RoutedClassifier:
@@ -238,10 +247,10 @@ def load_model(
     path = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
     if not (path / "manifest.json").is_file():
         return SentimentClassifier.load(path, device, intra_op_threads, variant)  # its error
-    routing = routing_of(path)
+    raw = _read(path)  # read once: the routing, the pinned route manifests, the version
+    routing = _parse_routing(raw, path / "manifest.json")
     if routing is None:
         return SentimentClassifier.load(path, device, intra_op_threads, variant)
-    raw = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     for name, expected in dict(raw.get("files", {})).items():
         if not (path / name).is_file() or file_sha256(path / name) != expected:
             raise ModelLoadError(
