@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
+from stream.committed_reads import MarkerCommitter
 from stream.erasure import ErasureProcessor
 from stream.faust_adapters import (
     TableErasureLedger,
@@ -55,6 +56,7 @@ from stream.settings import KafkaSettings, Settings
 __all__ = [
     "ERASURE_LEDGER_NAME",
     "LAG_INTERVAL_S",
+    "MARKER_INTERVAL_S",
     "PROGRESS_INTERVAL_S",
     "TABLE_NAME",
     "changelog_topic_name",
@@ -69,6 +71,10 @@ LAG_INTERVAL_S = 5.0
 
 PROGRESS_INTERVAL_S = 60.0
 """Seconds between two ``progress`` log lines of a running worker."""
+
+MARKER_INTERVAL_S = 5.0
+"""Seconds between checks for trailing transaction markers (:class:`MarkerCommitter`); a
+partition ending in one reaches its end offset within two intervals of going idle."""
 
 TABLE_NAME = "profiles"
 """Name of the profile table; its changelog topic is ``<app_id>-profiles-changelog``."""
@@ -247,6 +253,12 @@ def create_app(
                                  (topics.comments, topics.behavior))  # fmt: skip
 
     app.timer(interval=LAG_INTERVAL_S, name="portrait.consumer_lag")(measure_lag)
+    markers = MarkerCommitter((topics.comments, topics.behavior, topics.erasure))
+
+    async def commit_past_markers() -> None:
+        await markers.tick(app.consumer, app.monitor)
+
+    app.timer(interval=MARKER_INTERVAL_S, name="portrait.markers")(commit_past_markers)
     _log_progress(app, metrics, (topics.comments, topics.behavior))
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "

@@ -3,8 +3,8 @@ behind the protocols of :mod:`stream.processing`, a faust event as a :class:`Sou
 the agents' micro-batching loop.
 
 The table adapters bind each read and write to its event (:func:`_bound_to`), through
-faust-streaming's private ``faust.streams._current_event``: the one private faust hook Portrait
-uses (pinned to faust-streaming 0.15.x).
+faust-streaming's private ``faust.streams._current_event`` (pinned to faust-streaming 0.15.x; the
+consumer's private hooks are in :mod:`stream.rebalance` and :mod:`stream.committed_reads`).
 """
 
 from __future__ import annotations

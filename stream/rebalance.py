@@ -11,6 +11,8 @@ from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from stream.committed_reads import ReadCommittedConsumerThread
+
 __all__ = ["SeekFirstConsumer", "SeekFirstTransport", "uncommitted_source_partitions"]
 
 logger = logging.getLogger(__name__)
@@ -45,8 +47,12 @@ class SeekFirstConsumer(faust_aiokafka.Consumer):
     docs/reliability.md). Here the partitions faust resumed stay paused until the seek is done,
     and a partition without a committed offset is rewound to its first offset (what
     ``consumer_auto_offset_reset="earliest"`` means) instead of being left where the fetcher
-    had read ahead to.
+    had read ahead to. Its consumer thread reads committed records only
+    (:class:`stream.committed_reads.ReadCommittedConsumerThread`).
     """
+
+    def _new_consumer_thread(self) -> ReadCommittedConsumerThread:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
         """Seek the source partitions to their committed offsets before they deliver again."""
