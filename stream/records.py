@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from models.contract.errors import EventError, InferenceError
 from stream.events import (
+    EVENT_TIME_OUT_OF_RANGE,
     HEADER_ERROR_DETAIL,
     HEADER_ERROR_REASON,
     BehaviorEvent,
@@ -48,10 +49,6 @@ INFERENCE_FAILED = "inference_failed"
 
 WRONG_PARTITION = "wrong_partition"
 """Dead-letter reason: the record is not on its key's partition (see :func:`check_partition`)."""
-
-EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
-"""Dead-letter reason of an event dated implausibly far from the worker's clock (see
-:func:`check_event_time`)."""
 
 MAX_FUTURE = timedelta(days=1)
 """An event may be dated at most this far after the worker's clock (producer clock skew)."""

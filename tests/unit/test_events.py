@@ -80,7 +80,9 @@ POISON_COMMENTS = [
     (_with(COMMENT, text=None), "invalid_field"),
     (_with(COMMENT, event_time="yesterday"), "invalid_field"),
     (_with(COMMENT, event_time=True), "invalid_field"),
-    (_with(COMMENT, event_time=1e30), "invalid_field"),
+    (_with(COMMENT, event_time=1e30), "event_time_out_of_range"),
+    (_with(COMMENT, event_time="0001-01-01T00:00:00+01:00"), "event_time_out_of_range"),
+    (_with(COMMENT, event_time="2024-05-01T12:00:00"), "invalid_field"),
 ]
 
 
@@ -183,12 +185,14 @@ def test_behavior_fields() -> None:
     [
         (1714564800000, datetime(2024, 5, 1, 12, tzinfo=UTC)),
         (1714564800123.0, datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)),
-        ("1714564800000", datetime(2024, 5, 1, 12, tzinfo=UTC)),
         (0, datetime(1970, 1, 1, tzinfo=UTC)),
         ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, tzinfo=UTC)),
         ("2024-05-01T14:00:00+02:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),
         ("2024-05-01T12:00:00.250Z", datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)),
-        ("2024-05-01 12:00:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),  # naive = UTC
+        ("2024-05-01t20:00:00z", datetime(2024, 5, 1, 20, tzinfo=UTC)),  # RFC 3339 5.6 note
+        ("2024-05-01T20:00:00+08:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),
+        ("2024-05-01T12:00:00.123456789Z", datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2024-05-01T12:00:00-00:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),
         (
             datetime(2024, 5, 1, 7, tzinfo=timezone(timedelta(hours=-5))),
             datetime(2024, 5, 1, 12, tzinfo=UTC),
