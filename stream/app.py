@@ -26,8 +26,10 @@ delivers it again and the profiles skip what they had already applied (offsets i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -55,6 +57,7 @@ from stream.settings import KafkaSettings, Settings
 
 __all__ = [
     "ERASURE_LEDGER_NAME",
+    "BROKER_CHECK_INTERVAL_S",
     "LAG_INTERVAL_S",
     "MARKER_INTERVAL_S",
     "PROGRESS_INTERVAL_S",
@@ -72,6 +75,9 @@ LAG_INTERVAL_S = 5.0
 PROGRESS_INTERVAL_S = 60.0
 """Seconds between two ``progress`` log lines of a running worker."""
 
+BROKER_CHECK_INTERVAL_S = 5.0
+"""Seconds between two broker checks of a running worker (``portrait_broker_reachable``)."""
+
 MARKER_INTERVAL_S = 5.0
 """Seconds between checks for trailing transaction markers (:class:`MarkerCommitter`); a
 partition ending in one reaches its end offset within two intervals of going idle."""
@@ -88,12 +94,18 @@ def changelog_topic_name(app_id: str) -> str:
     return f"{app_id}-{TABLE_NAME}-changelog"
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
-    """A topic whose keys and values are bytes, untouched by faust (no codec)."""
+def _raw_topic(app: faust.App, *names: str, partitions: int) -> faust.TopicT:
+    """A topic (or several, read as one stream) whose keys and values are bytes, untouched by
+    faust (no codec)."""
     return app.topic(
-        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         partitions=partitions,
     )  # fmt: skip
+
+
+def _with_repartition(source: str, repartition: dict[str, str]) -> list[str]:
+    """The topics an agent reads: ``source`` and, when re-routing is on, its repartition topic."""
+    return [source, *([repartition[source]] if source in repartition else [])]
 
 
 def _owned_executor(app: faust.App) -> Executor:
@@ -151,6 +163,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     executor: Executor | None = None,
     readiness: Readiness | None = None,
+    broker_check: Callable[[], str | None] | None = None,
 ) -> faust.App:
     """Build the Portrait faust app: topics, the profile table and the three agents.
 
@@ -161,6 +174,9 @@ def create_app(
         executor: Runs inference off the event loop; ``None`` = a new 1-thread executor.
         readiness: Set ready when a rebalance completes (partitions assigned, tables
             recovered), not ready when partitions are revoked; ``None`` = not tracked.
+        broker_check: With ``readiness``: a blocking check of the broker (``None`` = it
+            answered, else why not), run off the event loop every
+            :data:`BROKER_CHECK_INTERVAL_S`; its result goes to ``Readiness.broker``.
 
     Returns:
         The app, ready for ``faust.Worker(app, ...)``; its agents crash the worker on any
@@ -202,28 +218,32 @@ def create_app(
         recovery_consistency_check=False,
     )
     app.transport = SeekFirstTransport(app.conf.broker_consumer, app)  # SeekFirstConsumer
-    comments = _raw_topic(app, topics.comments, topics.partitions)
-    behavior = _raw_topic(app, topics.behavior, topics.partitions)
-    updates = _raw_topic(app, topics.profile_updates, topics.partitions)
-    dead_letter = _raw_topic(app, topics.dead_letter, topics.partitions)
-    erasure = _raw_topic(app, topics.erasure, topics.partitions)
+    n = topics.partitions
+    repartition = settings.repartition_topics()  # source -> repartition topic, read with it
+    comments = _raw_topic(app, *_with_repartition(topics.comments, repartition), partitions=n)
+    behavior = _raw_topic(app, *_with_repartition(topics.behavior, repartition), partitions=n)
+    updates = _raw_topic(app, topics.profile_updates, partitions=n)
+    dead_letter = _raw_topic(app, topics.dead_letter, partitions=n)
+    erasure = _raw_topic(app, topics.erasure, partitions=n)
+    rerouted = {source: _raw_topic(app, name, partitions=n) for source, name in repartition.items()}
     table = app.Table(TABLE_NAME, partitions=topics.partitions, key_type=bytes,
                       help="Profile.to_dict() per user id")  # fmt: skip
     ledger = app.Table(ERASURE_LEDGER_NAME, partitions=topics.partitions, key_type=bytes,
                        help="erasure requests carried out, by request id")  # fmt: skip
     if executor is None:
         executor = _owned_executor(app)
-    outputs = Outputs(TableProfileStore(table), TopicSink(updates, dead_letter), metrics)
+    outputs = Outputs(TableProfileStore(table), TopicSink(updates, dead_letter, rerouted), metrics)
     pseudonymise = Pseudonymiser(settings.pseudonymisation)
-    partitions = topics.partitions  # a record off its key's partition is dead-lettered
+    partitions = topics.partitions  # a record off its key's partition: re-routed or dead-lettered
     comment_path = CommentProcessor(
         outputs, classifier, profile_settings=settings.profile, executor=executor,
         mixed=settings.mixed, log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
-        partitions=partitions,
+        partitions=partitions, reroute_from=set(repartition) & {topics.comments},
     )  # fmt: skip
     behavior_path = BehaviorProcessor(
         outputs, profile_settings=settings.profile, model_version=classifier.model_version,
         log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise, partitions=partitions,
+        reroute_from=set(repartition) & {topics.behavior},
     )  # fmt: skip
     erasure_path = ErasureProcessor(outputs, TableErasureLedger(ledger), pseudonymise=pseudonymise,
                                     partitions=partitions)  # fmt: skip
@@ -248,18 +268,20 @@ def create_app(
         erasure_agent
     )
 
+    sources = (topics.comments, topics.behavior, *repartition.values())
+
     async def measure_lag() -> None:  # offsets faust's monitor already tracks: no broker request
         metrics.set_consumer_lag(app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets,
-                                 (topics.comments, topics.behavior))  # fmt: skip
+                                 sources)  # fmt: skip
 
     app.timer(interval=LAG_INTERVAL_S, name="portrait.consumer_lag")(measure_lag)
-    markers = MarkerCommitter((topics.comments, topics.behavior, topics.erasure))
+    markers = MarkerCommitter((*sources, topics.erasure))
 
     async def commit_past_markers() -> None:
         await markers.tick(app.consumer, app.monitor)
 
     app.timer(interval=MARKER_INTERVAL_S, name="portrait.markers")(commit_past_markers)
-    _log_progress(app, metrics, (topics.comments, topics.behavior))
+    _log_progress(app, metrics, sources)
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "
         "max_batch_size=%d max_wait_s=%s",
@@ -268,7 +290,27 @@ def create_app(
     )  # fmt: skip
     if readiness is not None:
         _track_readiness(app, readiness)
+        if broker_check is not None:
+            _check_broker(app, readiness, broker_check)
     return app
+
+
+def _check_broker(app: faust.App, readiness: Readiness, check: Callable[[], str | None]) -> None:
+    """Every :data:`BROKER_CHECK_INTERVAL_S`, run ``check`` on asyncio's default executor (not
+    the inference thread) and report its result; log when the broker stops or starts answering."""
+    state: dict[str, str | None] = {"problem": None}
+
+    async def broker() -> None:
+        problem = await asyncio.get_running_loop().run_in_executor(None, check)
+        readiness.broker(problem)
+        if problem != state["problem"]:
+            if problem is None:
+                logger.info("broker reachable again")
+            else:
+                logger.warning("broker not reachable reason=%s", problem)
+        state["problem"] = problem
+
+    app.timer(interval=BROKER_CHECK_INTERVAL_S, name="portrait.broker_check")(broker)
 
 
 def _track_readiness(app: faust.App, readiness: Readiness) -> None:

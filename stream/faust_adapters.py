@@ -10,7 +10,7 @@ consumer's private hooks are in :mod:`stream.rebalance` and :mod:`stream.committ
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from typing import Any
 
@@ -99,16 +99,20 @@ class TableErasureLedger:
 
 
 class TopicSink:
-    """:class:`stream.processing.Sink` on two raw-bytes faust topics (``send_soon``: in order).
+    """:class:`stream.processing.Sink` on raw-bytes faust topics (``send_soon``: in order).
 
     Args:
         profile_updates: The profile-update topic.
         dead_letter: The dead-letter topic.
+        repartition: Source topic name -> its repartition topic (may be empty).
     """
 
-    def __init__(self, profile_updates: Any, dead_letter: Any) -> None:
+    def __init__(
+        self, profile_updates: Any, dead_letter: Any, repartition: Mapping[str, Any] | None = None
+    ) -> None:
         self._updates = profile_updates
         self._dead_letter = dead_letter
+        self._repartition = dict(repartition or {})
 
     def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
         """Enqueue a profile update keyed by ``user_id``; await it for the broker's confirmation."""
@@ -126,6 +130,19 @@ class TopicSink:
         """Enqueue ``record``'s original key and value with ``headers``; await to confirm."""
         fut: Awaitable[object] = self._dead_letter.send_soon(
             key=record.key, value=record.value, headers=list(headers)
+        )
+        return fut
+
+    def send_rerouted(
+        self, record: SourceRecord, partition: int, headers: Sequence[tuple[str, bytes]]
+    ) -> Awaitable[object]:
+        """Enqueue ``record``'s key and value at ``partition`` of its topic's repartition topic.
+
+        Raises:
+            KeyError: ``record.topic`` has no repartition topic.
+        """
+        fut: Awaitable[object] = self._repartition[record.topic].send_soon(
+            key=record.key, value=record.value, partition=partition, headers=list(headers)
         )
         return fut
 

@@ -3,14 +3,18 @@
 - ``GET /metrics``: the Prometheus text format of the worker's registry.
 - ``GET /healthz``: 200 ``{"status": "alive"}`` while the process serves (Kubernetes liveness).
 - ``GET /readyz``: 200 ``{"status": "ready"}`` once the worker consumes: model loaded, broker
-  reached, topics checked, partitions assigned and the table recovered from its changelog; else
-  503 ``{"status": "not ready", "reason": ...}`` (``waiting for the broker``, ``starting``,
-  ``rebalancing``, ``stopping``). Kubernetes readiness; Compose healthchecks.
+  reached, topics checked, partitions assigned and the table recovered from its changelog, and
+  the broker still answering; else 503 ``{"status": "not ready", "reason": ...}`` (``waiting
+  for the broker``, ``starting``, ``rebalancing``, ``stopping``, ``broker not reachable (...)``).
+  Kubernetes readiness; Compose healthchecks.
 - Any other path: 404.
 
 The gauge ``portrait_ready`` (1 ready, 0 not) carries the same state to dashboards and alerts, so
 ``WorkerDown`` can tell "waiting for the broker" (``portrait_ready`` 0, the target up) from dead
-(target down).
+(target down). ``portrait_broker_reachable`` (1 or 0) is the last broker check's result: at
+start-up every connection attempt, then a metadata request every
+:data:`stream.app.BROKER_CHECK_INTERVAL_S`; a running worker whose broker stops answering is
+not ready (``broker not reachable (<why>)``) until it answers again.
 """
 
 from __future__ import annotations
@@ -42,34 +46,58 @@ class Readiness:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._lock = threading.Lock()
-        self._reason: str | None = "starting"
+        self._stage: str | None = "starting"
+        self._broker_problem: str | None = None
         self._gauge = Gauge(
             "portrait_ready",
-            "1 when the worker consumes (partitions assigned, table recovered), else 0",
+            "1 when the worker consumes (partitions assigned, table recovered, broker "
+            "reachable), else 0",
+            registry=registry,
+        )
+        self._broker_gauge = Gauge(
+            "portrait_broker_reachable",
+            "1 when the last check of the Kafka broker got an answer, else 0",
             registry=registry,
         )
 
     def not_ready(self, reason: str) -> None:
-        """Mark the worker not ready, with a short reason shown by ``/readyz``."""
+        """Mark the worker not ready (a stage of its life), with a short reason for ``/readyz``."""
         with self._lock:
-            if self._reason != reason:
-                logger.info("readiness ready=false reason=%r", reason)
-            self._reason = reason
-            self._gauge.set(0)
+            self._update(reason, self._broker_problem)
 
     def ready(self) -> None:
-        """Mark the worker ready."""
+        """Mark the worker's stage ready (it consumes); ready overall when the broker is too."""
         with self._lock:
-            if self._reason is not None:
+            self._update(None, self._broker_problem)
+
+    def broker(self, problem: str | None) -> None:
+        """Record the result of a broker check: ``None`` when it answered, else why not (e.g.
+        ``127.0.0.1:9092: connection refused``)."""
+        with self._lock:
+            self._broker_gauge.set(problem is None)
+            self._update(self._stage, problem)
+
+    def _update(self, stage: str | None, broker_problem: str | None) -> None:
+        before = self._reason_now()
+        self._stage, self._broker_problem = stage, broker_problem
+        after = self._reason_now()
+        if after != before:
+            if after is None:
                 logger.info("readiness ready=true")
-            self._reason = None
-            self._gauge.set(1)
+            else:
+                logger.info("readiness ready=false reason=%r", after)
+        self._gauge.set(after is None)
+
+    def _reason_now(self) -> str | None:
+        if self._stage is None and self._broker_problem is not None:
+            return f"broker not reachable ({self._broker_problem})"
+        return self._stage
 
     @property
     def reason(self) -> str | None:
         """``None`` when ready, else why not."""
         with self._lock:
-            return self._reason
+            return self._reason_now()
 
 
 class _Server(ThreadingMixIn, WSGIServer):

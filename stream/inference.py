@@ -3,11 +3,10 @@
 :class:`InferenceRunner` calls ``classifier.predict_proba`` for the whole micro-batch on an
 executor (one thread is enough: onnxruntime parallelises inside a call), so the event loop keeps
 committing and serving the other agent while the model runs. A failing call is retried
-``RetryPolicy.attempts`` times in all with doubling backoff; if the batch still fails, each text is
-tried once on its own, so one poison text cannot sink its batch, and only the texts that still fail
-get an :class:`~models.contract.errors.InferenceError` (the worker dead-letters them). Nothing here
-logs or
-raises the text itself.
+``RetryPolicy.attempts`` times in all with doubling backoff (tenacity); if the batch still fails,
+each text is tried once on its own, so one poison text cannot sink its batch, and only the texts
+that still fail get an :class:`~models.contract.errors.InferenceError` (the worker dead-letters
+them). Nothing here logs or raises the text itself.
 """
 
 from __future__ import annotations
@@ -20,6 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from models.contract.errors import InferenceError
 from models.contract.protocol import Classifier
@@ -86,19 +92,28 @@ class InferenceRunner:
         """
         if not texts:
             return []
-        delay_s = self._retry.backoff_s
-        for attempt in range(1, self._retry.attempts + 1):
-            try:
-                return list(await self._predict(texts))
-            except InferenceError as exc:
-                logger.warning(
-                    "inference failed attempt=%d attempts=%d batch_size=%d error=%s",
-                    attempt, self._retry.attempts, len(texts), type(exc.__cause__ or exc).__name__,
-                )  # fmt: skip
-                if attempt == self._retry.attempts:
-                    break
-                await asyncio.sleep(delay_s)
-                delay_s *= 2
+        attempts = self._retry.attempts
+
+        def failed(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            logger.warning(
+                "inference failed attempt=%d attempts=%d batch_size=%d error=%s",
+                state.attempt_number, attempts, len(texts),
+                type(getattr(error, "__cause__", None) or error).__name__,
+            )  # fmt: skip
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(InferenceError),
+                stop=stop_after_attempt(attempts),
+                wait=wait_exponential(multiplier=self._retry.backoff_s),
+                after=failed,
+                reraise=True,
+            ):
+                with attempt:
+                    return list(await self._predict(texts))
+        except InferenceError:
+            pass
         if len(texts) == 1:
             return [InferenceError(f"inference failed {self._retry.attempts} times")]
         results: list[Probabilities | InferenceError] = []

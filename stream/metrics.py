@@ -52,6 +52,8 @@ class Metrics:
         events_consumed: ``portrait_events_consumed_total{topic}``: source events read.
         events_dead_lettered: ``portrait_events_dead_lettered_total{topic, reason}``: events
             written to the dead-letter topic; ``reason`` is an ``EventError.reason`` code.
+        events_rerouted: ``portrait_events_rerouted_total{topic}``: events found off their key's
+            partition and re-routed through the topic's repartition topic.
         duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic, reason}``: events
             the profile had already applied: ``offset`` (a redelivery after a restart or
             rebalance) or ``event_id`` (the same event resent at a new offset).
@@ -91,6 +93,13 @@ class Metrics:
             "events_dead_lettered",
             "Events written to the dead-letter topic.",
             ["topic", "reason"],
+            **kw,
+        )
+        self.events_rerouted = Counter(
+            "events_rerouted",
+            "Events found off their key's partition and sent through the repartition topic "
+            "to it (PORTRAIT_TOPICS__WRONG_PARTITION=reroute).",
+            ["topic"],
             **kw,
         )
         self.duplicates_skipped = Counter(
@@ -156,7 +165,7 @@ class Metrics:
 
     def totals(self) -> dict[str, int]:
         """What the worker has done since it started, summed over labels: ``consumed``,
-        ``dead_lettered``, ``profile_updates``, ``duplicates_skipped`` (events)."""
+        ``dead_lettered``, ``rerouted``, ``profile_updates``, ``duplicates_skipped`` (events)."""
 
         def total(name: str) -> int:
             return int(sum(
@@ -167,6 +176,7 @@ class Metrics:
         return {
             "consumed": total("events_consumed"),
             "dead_lettered": total("events_dead_lettered"),
+            "rerouted": total("events_rerouted"),
             "profile_updates": total("profile_updates"),
             "duplicates_skipped": total("duplicate_events_skipped"),
         }

@@ -61,6 +61,12 @@ class Sink(Protocol):
         """Enqueue a ``profile-updates.v1`` record keyed by ``user_id`` with a null value."""
         ...
 
+    def send_rerouted(
+        self, record: SourceRecord, partition: int, headers: Sequence[tuple[str, bytes]]
+    ) -> Awaitable[object]:
+        """Enqueue ``record``'s key and value on its topic's repartition topic, at ``partition``."""
+        ...
+
 
 @dataclass(frozen=True)
 class BatchResult:

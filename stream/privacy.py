@@ -148,7 +148,8 @@ def _end_offsets(consumer: Any, tps: list[Any]) -> dict[Any, int]:
 
 def _wait_for_worker(settings: Settings, partition: int, wait_s: float,
                      sleep: Callable[[float], None]) -> None:  # fmt: skip
-    """Block until the group committed the end offsets (read now) of the user's partitions."""
+    """Block until the group committed the end offsets (read now) of the user's partitions of
+    the source topics and of their repartition topics (events re-routed to the user's partition)."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -159,8 +160,10 @@ def _wait_for_worker(settings: Settings, partition: int, wait_s: float,
     except KafkaError as exc:
         raise BrokerUnavailableError(f"cannot reach the Kafka broker: {exc}") from exc
     try:
-        tps = [TopicPartition(t, partition) for t in (settings.topics.comments,
-                                                      settings.topics.behavior)]  # fmt: skip
+        topics = [settings.topics.comments, settings.topics.behavior]
+        topics += [name for name in settings.repartition_topics().values()
+                   if consumer.partitions_for_topic(name)]  # fmt: skip
+        tps = [TopicPartition(t, partition) for t in topics]
         ends = _end_offsets(consumer, tps)
         deadline = time.monotonic() + wait_s
         while behind := _behind(settings, admin, ends):

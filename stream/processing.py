@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,11 +64,14 @@ from stream.events import (
     decode_comment,
 )
 from stream.inference import InferenceRunner, RetryPolicy
+from stream.partitioner import user_partition
 from stream.ports import BatchResult, ErasureLedger, Outputs, ProfileStore, Sink
 from stream.profile import Profile, ScoredComment
 from stream.records import (
+    HEADER_REROUTED_FROM,
     INFERENCE_FAILED,
     KEY_MISMATCH,
+    WRONG_PARTITION,
     E,
     SourceRecord,
     check_event_time,
@@ -123,6 +126,9 @@ class _Decoding:
             :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
         partitions: Partitions of the source topics: a record off its key's partition is
             dead-lettered (``wrong_partition``); ``None`` skips the check.
+        reroute_from: Source topics whose records off their key's partition are re-routed
+            (``Sink.send_rerouted``) instead; records of other topics (the repartition topics
+            themselves) are dead-lettered, so a record is re-routed at most once.
     """
 
     def __init__(
@@ -131,12 +137,15 @@ class _Decoding:
         *,
         pseudonymise: Callable[[str], str] | None = None,
         partitions: int | None = None,
+        reroute_from: Collection[str] = (),
     ) -> None:
         self._store = outputs.store
         self._sink = outputs.sink
         self._metrics = outputs.metrics
         self._pseudonymise = pseudonymise
         self._partitions = partitions
+        self._reroute_from = frozenset(reroute_from) if partitions is not None else frozenset()
+        self._rerouted_partitions: set[tuple[str, int]] = set()
 
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
@@ -150,6 +159,30 @@ class _Decoding:
             except EventError as exc:
                 items.append(_Item(record, error=exc))
         return items
+
+    def _divert(self, item: _Item) -> tuple[Awaitable[object], bool]:
+        """Re-route a record off its key's partition, if its topic allows; else dead-letter it.
+
+        Returns:
+            The broker confirmation to await, and whether the record was re-routed.
+        """
+        record, error = item.record, item.error
+        if not (isinstance(error, EventError) and error.reason == WRONG_PARTITION
+                and record.topic in self._reroute_from and record.key is not None):  # fmt: skip
+            return self._dead_letter(item), False
+        assert self._partitions is not None
+        partition = user_partition(record.key.decode("utf-8"), self._partitions)
+        self._metrics.events_rerouted.labels(topic=record.topic).inc()
+        log = logger.debug
+        if (record.topic, record.partition) not in self._rerouted_partitions:
+            self._rerouted_partitions.add((record.topic, record.partition))
+            log = logger.warning  # once per source partition: the producer's partitioner is off
+        log("re-routed to partition %d: record on the wrong partition topic=%s partition=%d "
+            "offset=%d (the producer does not partition by murmur2 of the key)",
+            partition, record.topic, record.partition, record.offset)  # fmt: skip
+        origin = f"{record.topic}:{record.partition}:{record.offset}".encode()
+        headers = [*record.headers, (HEADER_REROUTED_FROM, origin)]
+        return self._sink.send_rerouted(record, partition, headers), True
 
     def _dead_letter(self, item: _Item) -> Awaitable[object]:
         record, error = item.record, item.error
@@ -172,7 +205,7 @@ class _ProfilePath(_Decoding):
         model_version: ``model_version`` written into every profile update.
         log_user_ids: Whether user ids may appear in log lines.
         clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
-        pseudonymise, partitions: As for :class:`_Decoding`.
+        pseudonymise, partitions, reroute_from: As for :class:`_Decoding`.
     """
 
     def __init__(
@@ -185,8 +218,10 @@ class _ProfilePath(_Decoding):
         clock: Callable[[], datetime] = _utc_now,
         pseudonymise: Callable[[str], str] | None = None,
         partitions: int | None = None,
+        reroute_from: Collection[str] = (),
     ) -> None:
-        super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions)
+        super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions,
+                         reroute_from=reroute_from)  # fmt: skip
         self._settings = profile_settings
         self._model_version = model_version
         self._log_user_ids = log_user_ids
@@ -237,8 +272,9 @@ class _ProfilePath(_Decoding):
         # No await from here to the end of the loop below: see the module docstring, step 3.
         for item in items:
             if item.error is not None:
-                deliveries.append(self._dead_letter(item))
-                dead += 1
+                delivery, rerouted = self._divert(item)
+                deliveries.append(delivery)
+                dead += not rerouted
                 continue
             assert isinstance(item.event, CommentEvent | BehaviorEvent)
             user_id = item.event.user_id
@@ -292,7 +328,7 @@ class CommentProcessor(_ProfilePath):
             onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
         retry: Retries of a failing inference call.
         mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
-        log_user_ids, clock, pseudonymise, partitions: As for the other paths.
+        log_user_ids, clock, pseudonymise, partitions, reroute_from: As for the other paths.
 
     Raises:
         ValueError: ``retry.attempts`` < 1.
@@ -311,11 +347,12 @@ class CommentProcessor(_ProfilePath):
         clock: Callable[[], datetime] = _utc_now,
         pseudonymise: Callable[[str], str] | None = None,
         partitions: int | None = None,
+        reroute_from: Collection[str] = (),
     ) -> None:
         super().__init__(
             outputs, profile_settings=profile_settings, model_version=classifier.model_version,
             log_user_ids=log_user_ids, clock=clock, pseudonymise=pseudonymise,
-            partitions=partitions,
+            partitions=partitions, reroute_from=reroute_from,
         )  # fmt: skip
         metrics = outputs.metrics
         self._inference = InferenceRunner(

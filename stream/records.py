@@ -29,6 +29,7 @@ from stream.partitioner import user_partition
 
 __all__ = [
     "EVENT_TIME_OUT_OF_RANGE",
+    "HEADER_REROUTED_FROM",
     "INFERENCE_FAILED",
     "KEY_MISMATCH",
     "MAX_AGE",
@@ -49,6 +50,9 @@ INFERENCE_FAILED = "inference_failed"
 
 WRONG_PARTITION = "wrong_partition"
 """Dead-letter reason: the record is not on its key's partition (see :func:`check_partition`)."""
+
+HEADER_REROUTED_FROM = "portrait.rerouted.from"
+"""Header of a re-routed record on a repartition topic: ``topic:partition:offset`` it came from."""
 
 MAX_FUTURE = timedelta(days=1)
 """An event may be dated at most this far after the worker's clock (producer clock skew)."""

@@ -139,6 +139,12 @@ class TopicSettings(_Frozen):
         partitions: Partitions of topics Portrait creates; the source topics must have as many
             (they are co-partitioned with the profile table).
         replication_factor: Replication factor of topics Portrait creates.
+        wrong_partition: What happens to a comment or behaviour event found on a partition other
+            than its key's (murmur2, Kafka's default partitioner): ``reroute`` (default) writes it
+            to the source's repartition topic ``<app_id>-<source>-repartition`` on its key's
+            partition, where the worker profiles it, as Kafka Streams' repartition topics do;
+            ``dead_letter`` dead-letters it (reason ``wrong_partition``). Either way each user
+            keeps one profile. Erasure requests off their partition are always dead-lettered.
     """
 
     comments: str = Field(default="comments.v1", pattern=_TOPIC_PATTERN)
@@ -148,6 +154,7 @@ class TopicSettings(_Frozen):
     erasure: str = Field(default="erasure.v1", pattern=_TOPIC_PATTERN)
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
+    wrong_partition: Literal["reroute", "dead_letter"] = "reroute"
 
 
 class BatchSettings(_Frozen):
@@ -284,6 +291,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def repartition_topics(self) -> dict[str, str]:
+        """Source topic -> its repartition topic ``<app_id>-<source>-repartition`` (comments and
+        behaviour; see ``TopicSettings.wrong_partition``), empty under ``dead_letter``."""
+        if self.topics.wrong_partition != "reroute":
+            return {}
+        return {source: f"{self.app_id}-{source}-repartition"
+                for source in (self.topics.comments, self.topics.behavior)}  # fmt: skip
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:

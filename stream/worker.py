@@ -33,6 +33,14 @@ from typing import Any
 
 from filelock import BaseFileLock, FileLock, Timeout
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential,
+)
 
 from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.protocol import Classifier
@@ -51,6 +59,7 @@ from stream.settings import Settings
 
 __all__ = [
     "DEAD_LETTER_CONFIG",
+    "REPARTITION_CONFIG",
     "LOCK_FILE",
     "PROFILE_UPDATES_CONFIG",
     "compaction_problem",
@@ -72,12 +81,19 @@ tombstone) per user key is what Kafka keeps."""
 DEAD_LETTER_CONFIG = {"retention.ms": str(14 * 24 * 3600 * 1000)}
 """Configs of a dead-letter topic the worker creates: 14 days, time to look and replay."""
 
+REPARTITION_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000)}
+"""Configs of a repartition topic the worker creates: 7 days, as long as the source topics'
+default retention (a re-routed event is profiled within seconds; the rest is slack for outages)."""
+
 LOCK_FILE = ".portrait-worker.lock"
 """Held (an OS file lock) by the worker process that owns the state directory."""
 
 _PID_FILE = ".portrait-worker.pid"
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
+
+BROKER_CHECK_TIMEOUT_S = 3.0
+"""Seconds one broker check may take before the broker counts as not reachable."""
 
 
 def _client_config(settings: Settings) -> dict[str, Any]:
@@ -106,16 +122,19 @@ def wait_for_broker_with_backoff(
     attempt_timeout_s: float = 5.0,
     max_attempts: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    on_result: Callable[[str | None], None] | None = None,
 ) -> int:
-    """Block until the broker answers, retrying with backoff 1, 2, 4 ... 30 s.
+    """Block until the broker answers, retrying with backoff 1, 2, 4 ... 30 s (tenacity).
 
-    Each failed attempt logs one warning line (attempt number, next delay).
+    Each failed attempt logs one warning line (attempt number, next delay, why).
 
     Args:
         settings: Settings with bootstrap servers.
         attempt_timeout_s: Seconds one attempt may take.
         max_attempts: Give up after this many attempts; ``None`` = never give up.
         sleep: Sleeps between attempts (injected in tests).
+        on_result: Called after every attempt with ``None`` (answered) or why not
+            (``Readiness.broker``).
 
     Returns:
         The number of attempts it took.
@@ -125,25 +144,46 @@ def wait_for_broker_with_backoff(
         BrokerUnavailableError: ``max_attempts`` attempts failed.
     """
     servers = require_bootstrap_servers(settings)
-    delay_s = _BACKOFF_START_S
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with _client_logs_quiet():
-                wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
-            if attempt > 1:
-                logger.info("broker reachable bootstrap_servers=%s attempt=%d", servers, attempt)
-            return attempt
-        except BrokerUnavailableError:
-            if max_attempts is not None and attempt >= max_attempts:
-                raise
-            logger.warning(
-                "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f reason=%s",
-                servers, attempt, delay_s, diagnose_bootstrap(servers),
-            )  # fmt: skip
-            sleep(delay_s)
-            delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
+    report = on_result or (lambda problem: None)
+
+    def failed(state: RetryCallState) -> None:
+        problem = diagnose_bootstrap(servers)
+        report(problem)
+        next_s = state.upcoming_sleep
+        logger.warning(
+            "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f reason=%s",
+            servers, state.attempt_number, next_s, problem,
+        )  # fmt: skip
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(BrokerUnavailableError),
+        wait=wait_exponential(multiplier=_BACKOFF_START_S, max=_BACKOFF_MAX_S),
+        stop=stop_never if max_attempts is None else stop_after_attempt(max_attempts),
+        before_sleep=failed,
+        sleep=sleep,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt, _client_logs_quiet():
+            wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
+    attempts = retrying.statistics["attempt_number"]
+    report(None)
+    if attempts > 1:
+        logger.info("broker reachable bootstrap_servers=%s attempt=%d", servers, attempts)
+    return int(attempts)
+
+
+def check_broker(settings: Settings, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> str | None:
+    """One check of a running worker's broker: ``None`` when it answers a metadata request
+    within ``timeout_s``, else why not (:func:`stream.kafka_admin.diagnose_bootstrap`, or
+    ``no answer`` when it accepts connections but does not answer)."""
+    servers = require_bootstrap_servers(settings)
+    try:
+        with _client_logs_quiet():
+            wait_for_broker(servers, timeout_s=timeout_s, **_client_config(settings))
+    except BrokerUnavailableError:
+        return diagnose_bootstrap(servers, timeout_s=min(timeout_s, 2.0)) or "no answer"
+    return None
 
 
 def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
@@ -175,7 +215,9 @@ def ensure_topics(settings: Settings) -> list[str]:
 
     New topics get the configs they need: :data:`PROFILE_UPDATES_CONFIG` (compacted, so an erased
     user's old profile updates are purged once the tombstone is compacted in) and
-    :data:`DEAD_LETTER_CONFIG`, as ``ops/kafka/create-topics.sh`` creates them. An existing
+    :data:`DEAD_LETTER_CONFIG`, as ``ops/kafka/create-topics.sh`` creates them, and the
+    repartition topics :data:`REPARTITION_CONFIG` (``PORTRAIT_TOPICS__WRONG_PARTITION=reroute``).
+    An existing
     profile-updates topic is checked (:func:`compaction_problem`); one that is not compacted gets a
     warning with the command that fixes it.
 
@@ -194,12 +236,14 @@ def ensure_topics(settings: Settings) -> list[str]:
         ([topics.comments, topics.behavior, topics.erasure], {}),
         ([topics.profile_updates], PROFILE_UPDATES_CONFIG),
         ([topics.dead_letter], DEAD_LETTER_CONFIG),
+        (list(settings.repartition_topics().values()), REPARTITION_CONFIG),
     ):
         created += create_topics(servers, names, topics.partitions, topics.replication_factor,
                                  configs, **_client_config(settings))  # fmt: skip
     if topics.profile_updates not in created:
         _check_compaction(settings)
     co_partitioned = [topics.comments, topics.behavior, topics.erasure,
+                      *settings.repartition_topics().values(),
                       changelog_topic_name(settings.app_id)]  # fmt: skip
     counts = _partition_counts(settings, co_partitioned)
     wrong = {name: n for name, n in counts.items() if n != topics.partitions}
@@ -335,12 +379,13 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
         readiness.not_ready("waiting for the broker")
         logger.info("model ready model_version=%s provider=%s", classifier.model_version,
                     classifier.provider)  # fmt: skip
-        wait_for_broker_with_backoff(settings)
+        wait_for_broker_with_backoff(settings, on_result=readiness.broker)
         created = ensure_topics(settings)
         logger.info("topics ready created=%s partitions=%d", created, settings.topics.partitions)
         readiness.not_ready("starting")
         executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
-        app = create_app(settings, classifier, registry, executor, readiness)
+        app = create_app(settings, classifier, registry, executor, readiness,
+                         broker_check=lambda: check_broker(settings))  # fmt: skip
         worker = faust.Worker(
             app, loglevel=_FAUST_LOG_LEVELS[settings.log_level], quiet=True,
             redirect_stdouts=False,

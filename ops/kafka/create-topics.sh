@@ -22,5 +22,10 @@ create "${PORTRAIT_TOPICS__BEHAVIOR:?}"
 create "${PORTRAIT_TOPICS__PROFILE_UPDATES:?}" --config cleanup.policy=compact
 create "${PORTRAIT_TOPICS__DEAD_LETTER:?}" --config retention.ms=1209600000  # 14 days
 create "${PORTRAIT_TOPICS__ERASURE:?}"
+if [ "${PORTRAIT_TOPICS__WRONG_PARTITION:?}" = reroute ]; then  # the worker's repartition topics
+  for source in "$PORTRAIT_TOPICS__COMMENTS" "$PORTRAIT_TOPICS__BEHAVIOR"; do
+    create "${PORTRAIT_APP_ID:?}-$source-repartition" --config retention.ms=604800000  # 7 days
+  done
+fi
 
 "$kafka_topics" --bootstrap-server "$bootstrap" --describe --topic "${PORTRAIT_TOPICS__PROFILE_UPDATES}"

@@ -35,6 +35,7 @@ from models.contract.routing import load_model
 from stream.aggregate import apply_behavior, apply_comment
 from stream.events import BehaviorEvent, CommentEvent, decode_behavior, decode_comment
 from stream.profile import Profile, ScoredComment
+from stream.records import check_event_time
 from stream.settings import ProfileSettings, Settings, load_settings
 from stream.tools.broker import create_topics
 from stream.tools.worker_process import WORKER_COMMAND, WorkerProcess, free_port
@@ -248,13 +249,15 @@ def offline_profiles(
     """The reference profiles: the same classifier, ``models.contract.mixed`` and ``stream.profile``
     functions, in order.
 
-    Records that do not decode are skipped (the worker dead-letters them). Texts are classified
+    Records that do not decode or are dated far from the clock are skipped (the worker
+    dead-letters them). Texts are classified
     one at a time with their clauses (the default mixed rule), so batch composition cannot matter.
     ``pseudonymise`` maps user ids as the worker does with pseudonymisation on.
     """
     classifier = load_model(model_dir, "cpu", 1)
     settings = ProfileSettings()
     profiles: dict[str, Profile] = {}
+    now = datetime.now(UTC)
     for record in sent:
         where: dict[str, Any] = {"topic": record.topic, "partition": record.partition,
                                  "offset": record.offset, "settings": settings}  # fmt: skip
@@ -262,6 +265,7 @@ def offline_profiles(
             event: CommentEvent | BehaviorEvent = (
                 decode_comment if "comments" in record.topic else decode_behavior
             )(record.value)
+            check_event_time(event.event_time, now)
         except EventError:  # the worker dead-letters it: no profile change
             continue
         if pseudonymise is not None:

@@ -1,4 +1,5 @@
-"""Broker outages: a worker started before its broker, and a broker frozen mid-stream.
+"""Broker outages: a worker started before its broker, and a broker frozen mid-stream (the
+worker turns not ready, ``portrait_broker_reachable`` 0, and ready again after it).
 
 Each test runs its own embedded broker (the session broker is never paused or restarted): the
 outage at start is a broker not started yet on the worker's bootstrap port; the outage mid-stream
@@ -7,9 +8,12 @@ freezes the broker process (SIGSTOP, then SIGCONT), which keeps its in-memory da
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +23,10 @@ from reliability_kit import (
     consumed,
     create_source_topics,
     iter_log_lines,
+    metric,
     offline_profiles,
     produce,
+    scrape,
     seeded_events,
     start_worker,
     wait_for_profiles,
@@ -99,6 +105,15 @@ def test_worker_started_before_the_broker_retries_with_backoff_then_processes(
                                           "result": "waited, then exact"}).report()  # fmt: skip
 
 
+def _readyz(port: int) -> tuple[int, str]:
+    """``/readyz``'s status and reason ("" when ready)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, str(json.loads(exc.read()).get("reason", ""))
+
+
 def _attempts(worker: WorkerProcess) -> list[tuple[int, int]]:
     """``(attempt, retry_in_s)`` of every "broker not reachable" line, in log order."""
     found = []
@@ -122,9 +137,17 @@ def test_broker_frozen_mid_stream_loses_and_doubles_nothing(
         first = produce(bootstrap, seeded_events(settings, 51, 100, 800))
         wait_until(lambda: consumed(worker) >= 200, 60, "processing under way")
         own_broker.pause()
-        time.sleep(15)  # the outage: longer than the 6 s session timeout
+        paused = time.monotonic()
+        port = settings.metrics_port
+        wait_until(lambda: _readyz(port)[1].startswith("broker not reachable"), 30,
+                   "/readyz to say the broker is not reachable", poll_s=0.5)  # fmt: skip
+        assert metric(scrape(port), "portrait_broker_reachable") == 0
+        assert metric(scrape(port), "portrait_ready") == 0
+        time.sleep(max(0.0, 15 - (time.monotonic() - paused)))  # longer than the 6 s session
         worker.check_alive()
         own_broker.resume()
+        wait_until(lambda: _readyz(port) == (200, ""), 90, "ready again", poll_s=0.5)
+        assert metric(scrape(port), "portrait_broker_reachable") == 1
         second = produce(bootstrap, seeded_events(settings, 52, 100, 400, first=800))
         expected = offline_profiles(first + second, tiny_model_dir)
         wait_for_profiles(bootstrap, settings, expected, worker)

@@ -4,7 +4,9 @@ Each poison record (issue item 5) is sent between two valid events of the same u
 it sits in the middle of that user's partition. The worker must dead-letter it with its original
 key and value bytes and a reason, profile the valid events around it exactly, keep committing
 (the group's committed offsets reach the end of every source partition) and count it by reason.
-Text edge cases (item 6) are valid comments: profiled, never dead-lettered.
+Text edge cases (item 6) are valid comments: profiled, never dead-lettered. Input semantics:
+blank ids and event times out of range or without a UTC offset are poison too, and an event
+resent with its ``event_id`` at a new offset is counted once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def _without(event: dict[str, Any], field: str) -> bytes:
     return json.dumps({k: v for k, v in event.items() if k != field}).encode()
 
 
+def _at(event: dict[str, Any], user: str, when: str) -> bytes:
+    return json.dumps({**event, "user_id": user, "event_time": when}).encode()
+
+
 def _poison(settings: Settings) -> list[tuple[str, str, bytes | None, str]]:
     """``(topic, user, value, reason)`` of every poison record of the issue, item 5."""
     c, b = settings.topics.comments, settings.topics.behavior
@@ -60,6 +66,17 @@ def _poison(settings: Settings) -> list[tuple[str, str, bytes | None, str]]:
          "invalid_field"),
         (b, "p-action", json.dumps(behavior(901, "p-action", "teleport")).encode(),
          "invalid_field"),
+        # input semantics: blank ids, event times out of range or not RFC 3339 with an offset
+        (c, "   ", json.dumps({**valid, "user_id": "   "}).encode(), "invalid_field"),
+        (c, "p-blankid", json.dumps({**valid, "user_id": "p-blankid", "event_id": " \t"}).encode(),
+         "invalid_field"),
+        (c, "p-future", _at(valid, "p-future", "9999-12-31T23:59:59Z"), "event_time_out_of_range"),
+        (c, "p-ancient", _at(valid, "p-ancient", "0001-01-01T00:00:00Z"),
+         "event_time_out_of_range"),
+        (b, "p-ahead", _at(behavior(902, "p-ahead", "view"), "p-ahead", "2999-12-31T00:00:00Z"),
+         "event_time_out_of_range"),
+        (c, "p-naive", _at(valid, "p-naive", "2026-11-29T18:04:05"), "invalid_field"),
+        (c, "p-digits", _at(valid, "p-digits", "20261129"), "invalid_field"),
     ]  # fmt: skip
 
 
@@ -78,10 +95,13 @@ def _records(settings: Settings) -> list[Outgoing]:
     for i, (topic, user, value, _) in enumerate(_poison(settings)):
         make = comment if topic == settings.topics.comments else behavior
         extra = {"text": "before"} if make is comment else {"action": "view"}
-        around = [make(10 * i + j, user, **extra) for j in (1, 2)]
-        out += [Outgoing(topic, user.encode(), json.dumps(around[0]).encode()),
+        neighbour = user if user.strip() else "p-blankuser"  # a blank id has no valid events
+        around = [make(10 * i + j, neighbour, **extra) for j in (1, 2)]
+        out += [Outgoing(topic, neighbour.encode(), json.dumps(around[0]).encode()),
                 Outgoing(topic, user.encode(), value),
-                Outgoing(topic, user.encode(), json.dumps(around[1]).encode())]  # fmt: skip
+                Outgoing(topic, neighbour.encode(), json.dumps(around[1]).encode())]  # fmt: skip
+    resent = json.dumps(comment(700, "d-resent", "great")).encode()  # one event_id, twice
+    out += [Outgoing(settings.topics.comments, b"d-resent", resent)] * 2
     texts = [*EDGE_TEXTS.items(), ("t-surrogate", None)]
     for i, (user, text) in enumerate(texts, start=500):
         middle = json.dumps(comment(i, user, text or "", category="books")).encode()
@@ -104,7 +124,8 @@ def test_poison_events_are_dead_lettered_and_the_events_around_them_profiled(
     sent = produce(bootstrap, _records(settings))
     expected = offline_profiles(sent, tiny_model_dir)
     poison = _poison(settings)
-    assert len(expected) == len(poison) + len(EDGE_TEXTS) + 1  # every user keeps a profile
+    assert len(expected) == len(poison) + len(EDGE_TEXTS) + 2  # every user keeps a profile
+    assert expected["d-resent"].comment_count == 1
 
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
@@ -133,6 +154,7 @@ def test_poison_events_are_dead_lettered_and_the_events_around_them_profiled(
     reasons = Counter(reason for *_, reason in poison)
     for reason, count in reasons.items():
         assert metric(samples, "portrait_events_dead_lettered_total", reason=reason) == count
+    assert metric(samples, "portrait_duplicate_events_skipped_total", reason="event_id") == 1
     Trial("poison-events", {"kinds": len(poison), "edge_texts": len(EDGE_TEXTS) + 1,
                             "dead_lettered": len(dead), "result": "dead-lettered, neighbours "
                             "profiled, offsets committed to the end"}).report()  # fmt: skip

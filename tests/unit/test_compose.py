@@ -307,8 +307,11 @@ def test_topic_script_creates_the_worker_topics_with_its_settings(
         if "--create" in args:
             created[args[args.index("--topic") + 1]] = args
     topics = _settings_of("worker", monkeypatch).topics
+    settings = _settings_of("worker", monkeypatch)
     assert set(created) == {topics.comments, topics.behavior, topics.profile_updates,
-                            topics.dead_letter, topics.erasure}  # fmt: skip
+                            topics.dead_letter, topics.erasure,
+                            *settings.repartition_topics().values()}  # fmt: skip
+    assert len(settings.repartition_topics()) == 2
     partitions = _service_env(SERVICES["worker"])["PORTRAIT_TOPICS__PARTITIONS"]
     for args in created.values():
         assert args[args.index("--partitions") + 1] == partitions

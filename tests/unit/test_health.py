@@ -72,3 +72,24 @@ def test_worker_waiting_for_the_broker_is_alive_but_not_ready(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_broker_that_stops_answering_makes_a_ready_worker_not_ready() -> None:
+    registry = CollectorRegistry()
+    readiness = Readiness(registry)
+
+    def gauges() -> tuple[float | None, float | None]:
+        return (registry.get_sample_value("portrait_ready"),
+                registry.get_sample_value("portrait_broker_reachable"))  # fmt: skip
+
+    readiness.broker(None)
+    readiness.ready()
+    assert readiness.reason is None and gauges() == (1.0, 1.0)
+    readiness.broker("127.0.0.1:9092: connection refused")
+    assert readiness.reason == "broker not reachable (127.0.0.1:9092: connection refused)"
+    assert gauges() == (0.0, 0.0)
+    readiness.not_ready("rebalancing")  # a stage's own reason comes first
+    assert readiness.reason == "rebalancing"
+    readiness.ready()
+    readiness.broker(None)
+    assert readiness.reason is None and gauges() == (1.0, 1.0)

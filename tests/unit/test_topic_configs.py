@@ -11,7 +11,12 @@ import pytest
 
 import stream.worker as worker
 from stream.settings import load_settings
-from stream.worker import DEAD_LETTER_CONFIG, PROFILE_UPDATES_CONFIG, compaction_problem
+from stream.worker import (
+    DEAD_LETTER_CONFIG,
+    PROFILE_UPDATES_CONFIG,
+    REPARTITION_CONFIG,
+    compaction_problem,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "ops" / "kafka" / "create-topics.sh"
 
@@ -33,6 +38,8 @@ def test_worker_creates_each_topic_with_its_configs(monkeypatch: pytest.MonkeyPa
     assert configs[topics.profile_updates] == {"cleanup.policy": "compact"}
     assert configs[topics.dead_letter] == {"retention.ms": "1209600000"}
     assert configs[topics.comments] == configs[topics.behavior] == configs[topics.erasure] == {}
+    for repartition in settings.repartition_topics().values():
+        assert configs[repartition] == REPARTITION_CONFIG
     assert set(created) == set(configs)
 
 
@@ -40,8 +47,10 @@ def test_configs_agree_with_the_compose_topic_script() -> None:
     script = SCRIPT.read_text()
     profile = re.search(r"PROFILE_UPDATES:\?\}\" --config (\S+)=(\S+)", script)
     dead = re.search(r"DEAD_LETTER:\?\}\" --config (\S+)=(\S+)", script)
+    repartition = re.search(r"-repartition\" --config (\S+)=(\S+)", script)
     assert profile and dict([profile.groups()]) == PROFILE_UPDATES_CONFIG
     assert dead and dict([dead.groups()]) == DEAD_LETTER_CONFIG
+    assert repartition and dict([repartition.groups()]) == REPARTITION_CONFIG
 
 
 @pytest.mark.parametrize(

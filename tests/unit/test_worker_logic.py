@@ -95,6 +95,7 @@ class FakeSink:
         self.fail = fail
         self.updates: list[tuple[str, bytes]] = []
         self.dead_letters: list[tuple[SourceRecord, list[tuple[str, bytes]]]] = []
+        self.rerouted: list[tuple[SourceRecord, int, list[tuple[str, bytes]]]] = []
 
     def _delivery(self) -> asyncio.Future[object]:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -112,6 +113,12 @@ class FakeSink:
         self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]
     ) -> asyncio.Future[object]:
         self.dead_letters.append((record, list(headers)))
+        return self._delivery()
+
+    def send_rerouted(
+        self, record: SourceRecord, partition: int, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[object]:
+        self.rerouted.append((record, partition, list(headers)))
         return self._delivery()
 
 
@@ -148,7 +155,7 @@ def paths(outputs: Outputs, classifier: Any, *, ledger: ErasureLedger | None = N
           **options: Any) -> Paths:  # fmt: skip
     """The three processors; ``options``: log_user_ids, clock, pseudonymise (all paths),
     retry and mixed (comments)."""
-    shared = ("log_user_ids", "clock", "pseudonymise", "partitions")
+    shared = ("log_user_ids", "clock", "pseudonymise", "partitions", "reroute_from")
     common = {k: v for k, v in options.items() if k in shared}
     comments = CommentProcessor(outputs, classifier, profile_settings=ProfileSettings(), **options)
     behaviors = BehaviorProcessor(outputs, profile_settings=ProfileSettings(),
@@ -714,3 +721,34 @@ def test_a_record_off_its_keys_partition_is_dead_lettered_as_wrong_partition() -
     assert (result.applied, result.dead_lettered) == (1, 1)
     assert dict(sink.dead_letters[0][1])["portrait.error.reason"] == b"wrong_partition"
     assert json.loads(store.states["ana"])["comment_count"] == 1  # one profile, not two
+
+
+def test_a_record_off_its_keys_partition_is_rerouted_once_when_its_topic_allows() -> None:
+    from stream.partitioner import user_partition
+
+    store, sink, metrics = DictStore(), FakeSink(), Metrics(CollectorRegistry())
+    repartition = "app-comments.v1-repartition"
+    processor = paths(Outputs(store, sink, metrics), FakeClassifier(), partitions=4,
+                      reroute_from={COMMENTS})  # fmt: skip
+    home = user_partition("ana", 4)
+    wrong = records(COMMENTS, [(b"ana", comment("c2", "ana", "awful", 2))], start=7,
+                    partition=(home + 1) % 4)  # fmt: skip
+    result = run(processor.comments.process(MicroBatch(wrong, 0.0)))
+
+    assert (result.applied, result.dead_lettered) == (0, 0) and sink.dead_letters == []
+    [(record, partition, headers)] = sink.rerouted
+    assert record == wrong[0] and partition == home
+    assert headers == [
+        ("trace", b"abc"),
+        ("portrait.rerouted.from", f"{COMMENTS}:{(home + 1) % 4}:7".encode()),
+    ]
+    assert value(metrics, "portrait_events_rerouted_total", topic=COMMENTS) == 1
+    # on the repartition topic, at its key's partition: profiled
+    moved = records(repartition, [(record.key, record.value)], start=0, partition=home)
+    assert run(processor.comments.process(MicroBatch(moved, 0.0))).applied == 1
+    # a record of a topic that is not re-routed (the repartition topic itself) is dead-lettered
+    stray = records(repartition, [(b"ana", comment("c3", "ana", "ok", 3))], start=1,
+                    partition=(home + 1) % 4)  # fmt: skip
+    assert run(processor.comments.process(MicroBatch(stray, 0.0))).dead_lettered == 1
+    assert dict(sink.dead_letters[0][1])["portrait.error.reason"] == b"wrong_partition"
+    assert len(sink.rerouted) == 1
