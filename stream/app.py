@@ -340,9 +340,11 @@ def _log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) ->
                 app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets, sources
             )
             logger.info(
-                "progress consumed=%d (+%d) dead_lettered=%d profile_updates=%d lag=%d",
+                "progress consumed=%d (+%d) dead_lettered=%d profile_updates=%d lag=%d "
+                "rerouted=%d",
                 totals["consumed"], totals["consumed"] - last.get("consumed", 0),
                 totals["dead_lettered"], totals["profile_updates"], sum(lag.values()),
+                totals["rerouted"],
             )  # fmt: skip
             last.update(totals)
 
@@ -350,9 +352,9 @@ def _log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) ->
         totals = metrics.totals()
         logger.info(
             "worker stopping after %.0f s: consumed=%d dead_lettered=%d profile_updates=%d "
-            "duplicates_skipped=%d",
+            "duplicates_skipped=%d rerouted=%d",
             time.monotonic() - started, totals["consumed"], totals["dead_lettered"],
-            totals["profile_updates"], totals["duplicates_skipped"],
+            totals["profile_updates"], totals["duplicates_skipped"], totals["rerouted"],
         )  # fmt: skip
 
     app.timer(interval=PROGRESS_INTERVAL_S, name="portrait.progress")(progress)

@@ -145,6 +145,10 @@ class TopicSettings(_Frozen):
             partition, where the worker profiles it, as Kafka Streams' repartition topics do;
             ``dead_letter`` dead-letters it (reason ``wrong_partition``). Either way each user
             keeps one profile. Erasure requests off their partition are always dead-lettered.
+        require_compaction: Refuse to start (exit 2) when an existing profile-updates topic is
+            not compacted (``cleanup.policy`` without ``compact``: an erased user's earlier
+            updates would stay until retention); default False = a warning with the fix. A
+            broker that reports no topic configs cannot be checked either way.
     """
 
     comments: str = Field(default="comments.v1", pattern=_TOPIC_PATTERN)
@@ -155,6 +159,7 @@ class TopicSettings(_Frozen):
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
     wrong_partition: Literal["reroute", "dead_letter"] = "reroute"
+    require_compaction: bool = False
 
 
 class BatchSettings(_Frozen):

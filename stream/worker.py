@@ -219,7 +219,8 @@ def ensure_topics(settings: Settings) -> list[str]:
     repartition topics :data:`REPARTITION_CONFIG` (``PORTRAIT_TOPICS__WRONG_PARTITION=reroute``).
     An existing
     profile-updates topic is checked (:func:`compaction_problem`); one that is not compacted gets a
-    warning with the command that fixes it.
+    warning with the command that fixes it, or stops the start-up under
+    ``PORTRAIT_TOPICS__REQUIRE_COMPACTION=true``.
 
     Returns:
         The topics this call created.
@@ -278,7 +279,12 @@ def compaction_problem(topic: str, reported: Mapping[str, str], bootstrap: str) 
 
 
 def _check_compaction(settings: Settings) -> None:
-    """Warn when the existing profile-updates topic is not compacted (see ensure_topics)."""
+    """Warn, or refuse under ``PORTRAIT_TOPICS__REQUIRE_COMPACTION``, when the existing
+    profile-updates topic is not compacted (see ensure_topics).
+
+    Raises:
+        ConfigError: Not compacted, and compaction is required.
+    """
     topic = settings.topics.profile_updates
     try:
         reported = describe_topic_configs(
@@ -290,6 +296,11 @@ def _check_compaction(settings: Settings) -> None:
     if not reported:
         logger.info("the broker reports no configs for topic=%s; compaction not checked", topic)
     problem = compaction_problem(topic, reported, settings.kafka.bootstrap_servers)
+    if problem and settings.topics.require_compaction:
+        raise ConfigError(
+            f"{problem}; or set PORTRAIT_TOPICS__REQUIRE_COMPACTION=false to start anyway",
+            env_vars=["PORTRAIT_TOPICS__REQUIRE_COMPACTION"],
+        )
     if problem:
         logger.warning("%s", problem)
 

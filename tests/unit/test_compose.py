@@ -21,6 +21,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from stream.health import Readiness
 from stream.metrics import Metrics
 from stream.settings import Settings, env_name, load_settings
 
@@ -334,7 +335,9 @@ def _exposed_metric_names() -> set[str]:
     names = {"up"}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
                 "gauge": ("",)}  # fmt: skip
-    for family in Metrics(CollectorRegistry()).registry.collect():
+    registry = CollectorRegistry()
+    Readiness(registry)  # portrait_ready, portrait_broker_reachable
+    for family in Metrics(registry).registry.collect():
         names |= {family.name + suffix for suffix in suffixes[family.type]}
     return names
 
@@ -382,5 +385,6 @@ def test_quantile_panels_show_p50_p95_p99() -> None:
 
 def test_alert_rules_cover_the_issue() -> None:
     names = {rule["alert"] for group in ALERTS["groups"] for rule in group["rules"]}
-    assert {"PortraitWorkerDown", "PortraitDeadLetterRateHigh", "PortraitEndToEndLatencyHigh",
-            "PortraitConsumerLagGrowing", "PortraitOnCpuWhenCudaRequested"} <= names  # fmt: skip
+    assert {"PortraitWorkerDown", "PortraitBrokerUnreachable", "PortraitDeadLetterRateHigh",
+            "PortraitEndToEndLatencyHigh", "PortraitConsumerLagGrowing",
+            "PortraitOnCpuWhenCudaRequested"} <= names  # fmt: skip

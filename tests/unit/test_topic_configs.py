@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import stream.worker as worker
+from models.contract.errors import ConfigError
 from stream.settings import load_settings
 from stream.worker import (
     DEAD_LETTER_CONFIG,
@@ -68,3 +69,23 @@ def test_compaction_problem_names_the_fix(reported: dict[str, str], problem: boo
     if found:
         assert "cleanup.policy=delete" in found
         assert "--entity-name profile-updates.v1 --add-config cleanup.policy=compact" in found
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_an_existing_topic_without_compaction_warns_or_refuses(
+    required: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(kafka={"bootstrap_servers": "127.0.0.1:9"},
+                             topics={"require_compaction": required})  # fmt: skip
+    monkeypatch.setattr(worker, "create_topics", lambda *a, **kw: [])  # every topic exists
+    monkeypatch.setattr(worker, "_partition_counts", lambda s, names: {})
+    monkeypatch.setattr(worker, "describe_topic_configs",
+                        lambda *a, **kw: {"cleanup.policy": "delete"})  # fmt: skip
+    if required:
+        with pytest.raises(ConfigError) as info:
+            worker.ensure_topics(settings)
+        assert "PORTRAIT_TOPICS__REQUIRE_COMPACTION" in str(info.value)
+        assert "--add-config cleanup.policy=compact" in str(info.value)
+    else:
+        worker.ensure_topics(settings)
+        assert "--add-config cleanup.policy=compact" in caplog.text
