@@ -53,6 +53,7 @@ from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
+from stream.segments import Segment, SegmentEvaluator, compiled_segments
 from stream.settings import KafkaSettings, Settings
 
 __all__ = [
@@ -164,6 +165,7 @@ def create_app(
     executor: Executor | None = None,
     readiness: Readiness | None = None,
     broker_check: Callable[[], str | None] | None = None,
+    segments: list[Segment] | None = None,
 ) -> faust.App:
     """Build the Portrait faust app: topics, the profile table and the three agents.
 
@@ -174,6 +176,8 @@ def create_app(
         executor: Runs inference off the event loop; ``None`` = a new 1-thread executor.
         readiness: Set ready when a rebalance completes (partitions assigned, tables
             recovered), not ready when partitions are revoked; ``None`` = not tracked.
+        segments: Compiled segments; ``None`` = read ``settings.segments.path`` (none when it
+            is unset).
         broker_check: With ``readiness``: a blocking check of the broker (``None`` = it
             answered, else why not), run off the event loop every
             :data:`BROKER_CHECK_INTERVAL_S`; its result goes to ``Readiness.broker``.
@@ -226,24 +230,34 @@ def create_app(
     dead_letter = _raw_topic(app, topics.dead_letter, partitions=n)
     erasure = _raw_topic(app, topics.erasure, partitions=n)
     rerouted = {source: _raw_topic(app, name, partitions=n) for source, name in repartition.items()}
+    if segments is None:
+        segments = compiled_segments(settings)
+    segment_topic = _raw_topic(app, topics.segment_events, partitions=n) if segments else None
+    evaluator = None
+    if segments:
+        evaluator = SegmentEvaluator(
+            segments, lambda name: metrics.segment_errors.labels(segment=name).inc()
+        )
     table = app.Table(TABLE_NAME, partitions=topics.partitions, key_type=bytes,
                       help="Profile.to_dict() per user id")  # fmt: skip
     ledger = app.Table(ERASURE_LEDGER_NAME, partitions=topics.partitions, key_type=bytes,
                        help="erasure requests carried out, by request id")  # fmt: skip
     if executor is None:
         executor = _owned_executor(app)
-    outputs = Outputs(TableProfileStore(table), TopicSink(updates, dead_letter, rerouted), metrics)
+    sink = TopicSink(updates, dead_letter, rerouted, segment_topic)
+    outputs = Outputs(TableProfileStore(table), sink, metrics)
     pseudonymise = Pseudonymiser(settings.pseudonymisation)
     partitions = topics.partitions  # a record off its key's partition: re-routed or dead-lettered
     comment_path = CommentProcessor(
         outputs, classifier, profile_settings=settings.profile, executor=executor,
         mixed=settings.mixed, log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise,
         partitions=partitions, reroute_from=set(repartition) & {topics.comments},
+        segments=evaluator,
     )  # fmt: skip
     behavior_path = BehaviorProcessor(
         outputs, profile_settings=settings.profile, model_version=classifier.model_version,
         log_user_ids=settings.log_user_ids, pseudonymise=pseudonymise, partitions=partitions,
-        reroute_from=set(repartition) & {topics.behavior},
+        reroute_from=set(repartition) & {topics.behavior}, segments=evaluator,
     )  # fmt: skip
     erasure_path = ErasureProcessor(outputs, TableErasureLedger(ledger), pseudonymise=pseudonymise,
                                     partitions=partitions)  # fmt: skip

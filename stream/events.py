@@ -51,6 +51,7 @@ __all__ = [
     "ErasureRequest",
     "EventTimeOutOfRange",
     "ProfileUpdate",
+    "SegmentEvent",
     "dead_letter_headers",
     "decode_behavior",
     "decode_comment",
@@ -259,6 +260,39 @@ class ProfileUpdate(BaseModel):
 
     def to_json_bytes(self) -> bytes:
         """The update as UTF-8 JSON (``updated_at`` as RFC 3339)."""
+        return self.model_dump_json().encode("utf-8")
+
+
+class SegmentEvent(BaseModel):
+    """A ``segment-events.v1`` event (key = user id): a user entered or left a segment.
+
+    At least once, like ``profile-updates.v1``: a transition emitted again after a crash carries
+    the same ``version``; a consumer keeps one per (user, segment, version).
+
+    Attributes:
+        user_id: The user.
+        segment: The segment's name (a slug from the definitions file).
+        transition: ``entered`` or ``exited``.
+        version: The profile version it happened at (the ``version`` of the profile update
+            emitted with it).
+        event_time: Event time of the user's latest event at that version, UTC.
+        definition_version: Version of the segment definition that decided it (12 hex digits
+            of the sha256 of its name and conditions).
+        values: The profile fields the segment's conditions read, as they were.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    user_id: str
+    segment: str
+    transition: Literal["entered", "exited"]
+    version: int = Field(ge=0)
+    event_time: datetime | None
+    definition_version: str
+    values: dict[str, Any]
+
+    def to_json_bytes(self) -> bytes:
+        """The event as UTF-8 JSON (``event_time`` as RFC 3339)."""
         return self.model_dump_json().encode("utf-8")
 
 

@@ -105,14 +105,20 @@ class TopicSink:
         profile_updates: The profile-update topic.
         dead_letter: The dead-letter topic.
         repartition: Source topic name -> its repartition topic (may be empty).
+        segment_events: The segment-events topic; ``None`` without segments.
     """
 
     def __init__(
-        self, profile_updates: Any, dead_letter: Any, repartition: Mapping[str, Any] | None = None
+        self,
+        profile_updates: Any,
+        dead_letter: Any,
+        repartition: Mapping[str, Any] | None = None,
+        segment_events: Any = None,
     ) -> None:
         self._updates = profile_updates
         self._dead_letter = dead_letter
         self._repartition = dict(repartition or {})
+        self._segment_events = segment_events
 
     def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
         """Enqueue a profile update keyed by ``user_id``; await it for the broker's confirmation."""
@@ -131,6 +137,18 @@ class TopicSink:
         fut: Awaitable[object] = self._dead_letter.send_soon(
             key=record.key, value=record.value, headers=list(headers)
         )
+        return fut
+
+    def send_segment_event(self, user_id: str, value: bytes) -> Awaitable[object]:
+        """Enqueue a segment transition keyed by ``user_id``; await it for the confirmation.
+
+        Raises:
+            RuntimeError: The sink has no segment-events topic.
+        """
+        if self._segment_events is None:
+            raise RuntimeError("no segment-events topic: segments are not configured")
+        topic = self._segment_events
+        fut: Awaitable[object] = topic.send_soon(key=user_id.encode("utf-8"), value=value)
         return fut
 
     def send_rerouted(

@@ -54,6 +54,10 @@ class Metrics:
             written to the dead-letter topic; ``reason`` is an ``EventError.reason`` code.
         events_rerouted: ``portrait_events_rerouted_total{topic}``: events found off their key's
             partition and re-routed through the topic's repartition topic.
+        segment_transitions: ``portrait_segment_transitions_total{segment, transition}``: users
+            entering (``entered``) or leaving (``exited``) a segment.
+        segment_errors: ``portrait_segment_errors_total{segment}``: conditions that failed for a
+            profile (counted, treated as deciding nothing).
         duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic, reason}``: events
             the profile had already applied: ``offset`` (a redelivery after a restart or
             rebalance) or ``event_id`` (the same event resent at a new offset).
@@ -100,6 +104,19 @@ class Metrics:
             "Events found off their key's partition and sent through the repartition topic "
             "to it (PORTRAIT_TOPICS__WRONG_PARTITION=reroute).",
             ["topic"],
+            **kw,
+        )
+        self.segment_transitions = Counter(
+            "segment_transitions",
+            "Users entering or leaving a segment.",
+            ["segment", "transition"],
+            **kw,
+        )
+        self.segment_errors = Counter(
+            "segment_errors",
+            "Segment conditions that failed for a profile (missing field, null, wrong type); "
+            "no transition was decided.",
+            ["segment"],
             **kw,
         )
         self.duplicates_skipped = Counter(

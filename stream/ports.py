@@ -61,6 +61,10 @@ class Sink(Protocol):
         """Enqueue a ``profile-updates.v1`` record keyed by ``user_id`` with a null value."""
         ...
 
+    def send_segment_event(self, user_id: str, value: bytes) -> Awaitable[object]:
+        """Enqueue a ``segment-events.v1`` record keyed by ``user_id``."""
+        ...
+
     def send_rerouted(
         self, record: SourceRecord, partition: int, headers: Sequence[tuple[str, bytes]]
     ) -> Awaitable[object]:

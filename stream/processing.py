@@ -79,6 +79,7 @@ from stream.records import (
     dead_letter_record_headers,
     decode_record,
 )
+from stream.segments import SegmentEvaluator, segment_events
 from stream.settings import MixedSettings, ProfileSettings
 
 __all__ = [
@@ -206,6 +207,8 @@ class _ProfilePath(_Decoding):
         log_user_ids: Whether user ids may appear in log lines.
         clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
         pseudonymise, partitions, reroute_from: As for :class:`_Decoding`.
+        segments: Evaluated on every profile an applied event changed; its transitions go to
+            ``segment-events.v1`` after the profile update (:mod:`stream.segments`).
     """
 
     def __init__(
@@ -219,9 +222,11 @@ class _ProfilePath(_Decoding):
         pseudonymise: Callable[[str], str] | None = None,
         partitions: int | None = None,
         reroute_from: Collection[str] = (),
+        segments: SegmentEvaluator | None = None,
     ) -> None:
         super().__init__(outputs, pseudonymise=pseudonymise, partitions=partitions,
                          reroute_from=reroute_from)  # fmt: skip
+        self._segments = segments
         self._settings = profile_settings
         self._model_version = model_version
         self._log_user_ids = log_user_ids
@@ -269,6 +274,7 @@ class _ProfilePath(_Decoding):
         last_record: dict[str, SourceRecord] = {}
         event_times: list[datetime] = []
         applied = duplicates = dead = 0
+        changed: set[str] = set()
         # No await from here to the end of the loop below: see the module docstring, step 3.
         for item in items:
             if item.error is not None:
@@ -286,19 +292,25 @@ class _ProfilePath(_Decoding):
             if self._apply(profile, item):
                 applied += 1
                 event_times.append(item.event.event_time)
+                changed.add(user_id)
             else:
                 duplicates += 1
                 self._metrics.duplicates_skipped.labels(topic=record.topic, reason=reason).inc()
             last_record[user_id] = item.record
         now = self._clock()
         for user_id, record in last_record.items():
-            state = profiles[user_id].to_dict()
+            profile = profiles[user_id]
+            state = profile.to_dict()
+            if self._segments is not None and user_id in changed:
+                self._decide_segments(profile, state, now)
             self._store.save(user_id, state, record)
             update = ProfileUpdate(
-                user_id=user_id, version=profiles[user_id].version, updated_at=now,
+                user_id=user_id, version=profile.version, updated_at=now,
                 model_version=self._model_version, profile=state,
             )  # fmt: skip
             deliveries.append(self._sink.send_profile_update(user_id, update.to_json_bytes()))
+            for value in segment_events(profile):  # again after a redelivery: same version
+                deliveries.append(self._sink.send_segment_event(user_id, value))
             if self._log_user_ids:
                 logger.debug("profile update user_id=%s version=%d", user_id, update.version)
         if deliveries:
@@ -307,6 +319,13 @@ class _ProfilePath(_Decoding):
         result = BatchResult(len(items), dead, applied, duplicates, len(last_record))
         logger.debug("micro-batch done %s", _describe(result))
         return result
+
+    def _decide_segments(self, profile: Profile, state: dict[str, Any], now: datetime) -> None:
+        assert self._segments is not None
+        for transition in self._segments.decide(profile, state, int(now.timestamp() * 1000)):
+            self._metrics.segment_transitions.labels(
+                segment=transition.segment, transition=transition.transition
+            ).inc()
 
     def _observe_emitted(self, updates: int, event_times: list[datetime]) -> None:
         self._metrics.profile_updates.inc(updates)
@@ -328,7 +347,8 @@ class CommentProcessor(_ProfilePath):
             onnxruntime parallelises inside a call); ``None`` = asyncio's default executor.
         retry: Retries of a failing inference call.
         mixed: Mixed-sentiment detection on the comments' clauses (:mod:`models.contract.mixed`).
-        log_user_ids, clock, pseudonymise, partitions, reroute_from: As for the other paths.
+        log_user_ids, clock, pseudonymise, partitions, reroute_from, segments: As for the other
+            paths.
 
     Raises:
         ValueError: ``retry.attempts`` < 1.
@@ -348,11 +368,12 @@ class CommentProcessor(_ProfilePath):
         pseudonymise: Callable[[str], str] | None = None,
         partitions: int | None = None,
         reroute_from: Collection[str] = (),
+        segments: SegmentEvaluator | None = None,
     ) -> None:
         super().__init__(
             outputs, profile_settings=profile_settings, model_version=classifier.model_version,
             log_user_ids=log_user_ids, clock=clock, pseudonymise=pseudonymise,
-            partitions=partitions, reroute_from=reroute_from,
+            partitions=partitions, reroute_from=reroute_from, segments=segments,
         )  # fmt: skip
         metrics = outputs.metrics
         self._inference = InferenceRunner(

@@ -219,6 +219,10 @@ class Profile:
             under one of these ids (a producer's retry, at a new offset) is a duplicate. Keeping
             the latest by event time, not by arrival, leaves the profile independent of the order
             events arrive in.
+        segments: Segment name -> version of the definition the user is a member under
+            (:mod:`stream.segments`; empty without segments).
+        segment_transitions: The segment transitions decided at ``version`` (``Transition``
+            dicts), kept so that a redelivered batch emits the same ones again.
         schema: Layout version, :data:`SCHEMA_VERSION`.
     """
 
@@ -242,6 +246,8 @@ class Profile:
     hour_histogram: list[int] = field(default_factory=lambda: [0] * 24)
     recent_comments: list[RecentComment] = field(default_factory=list)
     recent_event_ids: dict[str, int] = field(default_factory=dict)
+    segments: dict[str, str] = field(default_factory=dict)
+    segment_transitions: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     @property

@@ -42,6 +42,7 @@ __all__ = [
     "ModelSettings",
     "ProfileSettings",
     "PseudonymisationSettings",
+    "SegmentSettings",
     "Settings",
     "TopicSettings",
     "env_name",
@@ -136,6 +137,8 @@ class TopicSettings(_Frozen):
         profile_updates: Output topic of profile updates (key = user id).
         dead_letter: Dead-letter topic for events that cannot be decoded or validated.
         erasure: Topic of erasure requests (``portrait forget``).
+        segment_events: Output topic of segment transitions (key = user id), written when
+            segments are defined (``PORTRAIT_SEGMENTS__PATH``).
         partitions: Partitions of topics Portrait creates; the source topics must have as many
             (they are co-partitioned with the profile table).
         replication_factor: Replication factor of topics Portrait creates.
@@ -158,6 +161,7 @@ class TopicSettings(_Frozen):
     erasure: str = Field(default="erasure.v1", pattern=_TOPIC_PATTERN)
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
+    segment_events: str = Field(default="segment-events.v1", pattern=_TOPIC_PATTERN)
     wrong_partition: Literal["reroute", "dead_letter"] = "reroute"
     require_compaction: bool = False
 
@@ -232,6 +236,17 @@ class MixedSettings(_Frozen):
     max_clauses: int = Field(default=8, ge=2, le=64)
 
 
+class SegmentSettings(_Frozen):
+    """Streaming segments (``PORTRAIT_SEGMENTS__...``; :mod:`stream.segments`).
+
+    Attributes:
+        path: The definitions file (YAML or JSON, ``{"segments": [...]}``); ``None`` (default) =
+            no segments, no ``segment-events.v1``.
+    """
+
+    path: Path | None = None
+
+
 class PseudonymisationSettings(_Frozen):
     """Pseudonymisation of user ids (``PORTRAIT_PSEUDONYMISATION__...``); off by default.
 
@@ -272,6 +287,7 @@ class Settings(BaseSettings):
         profile: See :class:`ProfileSettings`.
         mixed: See :class:`MixedSettings`.
         pseudonymisation: See :class:`PseudonymisationSettings`.
+        segments: See :class:`SegmentSettings`.
     """
 
     model_config = SettingsConfigDict(
@@ -291,6 +307,7 @@ class Settings(BaseSettings):
     profile: ProfileSettings = ProfileSettings()
     mixed: MixedSettings = MixedSettings()
     pseudonymisation: PseudonymisationSettings = PseudonymisationSettings()
+    segments: SegmentSettings = SegmentSettings()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

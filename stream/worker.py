@@ -55,6 +55,7 @@ from stream.kafka_admin import (
     wait_for_broker,
 )
 from stream.logs import rate_limit_noisy_loggers
+from stream.segments import compiled_segments
 from stream.settings import Settings
 
 __all__ = [
@@ -238,6 +239,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         ([topics.profile_updates], PROFILE_UPDATES_CONFIG),
         ([topics.dead_letter], DEAD_LETTER_CONFIG),
         (list(settings.repartition_topics().values()), REPARTITION_CONFIG),
+        ([topics.segment_events] if settings.segments.path is not None else [], {}),
     ):
         created += create_topics(servers, names, topics.partitions, topics.replication_factor,
                                  configs, **_client_config(settings))  # fmt: skip
@@ -375,6 +377,7 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     import faust
 
     require_bootstrap_servers(settings)
+    segments = compiled_segments(settings)  # a bad definition stops the start-up here
     rate_limit_noisy_loggers()
     state_lock = lock_state_dir(settings.state_dir)
     server, executor = None, None
@@ -396,7 +399,8 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
         readiness.not_ready("starting")
         executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
         app = create_app(settings, classifier, registry, executor, readiness,
-                         broker_check=lambda: check_broker(settings))  # fmt: skip
+                         broker_check=lambda: check_broker(settings),
+                         segments=segments)  # fmt: skip
         worker = faust.Worker(
             app, loglevel=_FAUST_LOG_LEVELS[settings.log_level], quiet=True,
             redirect_stdouts=False,

@@ -30,7 +30,13 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from stream import events, processing, profile
-from stream.events import BehaviorEvent, CommentEvent, ErasureRequest, ProfileUpdate
+from stream.events import (
+    BehaviorEvent,
+    CommentEvent,
+    ErasureRequest,
+    ProfileUpdate,
+    SegmentEvent,
+)
 from stream.profile import Profile
 
 __all__ = ["DEAD_LETTER_REASONS", "SCHEMA_DIALECT", "build_schemas", "stale_files", "write_schemas"]
@@ -190,6 +196,19 @@ def _profile_updates_schema() -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, **schema, "title": "profile-updates.v1"}
 
 
+_SEGMENT_NOTE = (
+    " Kafka record key: the UTF-8 bytes of `user_id`. At least once: keep one event per"
+    " (`user_id`, `segment`, `version`)."
+)
+
+
+def _segment_events_schema() -> dict[str, Any]:
+    schema = SegmentEvent.model_json_schema(mode="serialization")
+    _describe(schema, SegmentEvent, _SEGMENT_NOTE)
+    schema["required"] = list(schema["properties"])  # every field is written, null included
+    return {"$schema": SCHEMA_DIALECT, **schema, "title": "segment-events.v1"}
+
+
 _HEADER_DOCS = {
     events.HEADER_SOURCE_TOPIC: "Topic of the original record, e.g. `comments.v1`.",
     events.HEADER_SOURCE_PARTITION: "Partition of the original record (decimal integer).",
@@ -235,6 +254,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         "behavior.v1.json": _event_schema(BehaviorEvent, "behavior.v1"),
         "erasure.v1.json": _event_schema(ErasureRequest, "erasure.v1"),
         "profile-updates.v1.json": _profile_updates_schema(),
+        "segment-events.v1.json": _segment_events_schema(),
         "dead-letter-headers.v1.json": _dead_letter_headers_schema(),
     }
 

@@ -1,0 +1,350 @@
+"""Streaming segments: named CEL conditions over a profile, with enter/exit hysteresis.
+
+A segment definition (``PORTRAIT_SEGMENTS__PATH``, YAML or JSON) names an ``enter`` condition and
+an optional ``exit`` condition written in CEL, the Common Expression Language
+(https://cel.dev; the rule language of Kubernetes validation rules, Envoy and Firebase), over:
+
+- ``profile``: the profile exactly as ``profile-updates.v1`` carries it (``sentiment_score``,
+  ``comment_count``, ``interests``, ``mixed_share``, ``purchase_value_sum``,
+  ``last_event_time_ms`` ...); a figure that has no value yet (``sentiment_score`` before the
+  first comment) is ``null``;
+- ``now_ms``: the worker's wall clock when it evaluates, epoch milliseconds (int). Event times
+  say when users acted; "no event for 14 days" means 14 days before *now*, and only a wall clock
+  moves while a user is silent.
+
+Hysteresis: a user not in the segment enters when ``enter`` is true; a member exits when
+``exit`` is true (without ``exit``: when ``enter`` is false). A condition that fails for a profile
+(a missing field, ``null`` compared with a number, a wrong type) counts in
+``portrait_segment_errors_total{segment}`` and decides nothing: no transition either way.
+
+Expressions are compiled once (PyPI ``common-expression-language``, Rust bindings of the ``cel``
+crate: 12-14 us per condition on a small dict, measured in the issue; a syntax error names line
+and column). Only the profile fields the conditions read (``profile.<field>``) are converted, once
+per profile, into one ``cel.Context`` that every condition shares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import cel
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.contract.errors import ConfigError
+from stream.events import SegmentEvent
+from stream.profile import Profile
+from stream.settings import Settings
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "Segment",
+    "SegmentDefinition",
+    "SegmentEvaluator",
+    "Transition",
+    "compile_segments",
+    "compiled_segments",
+    "load_segments",
+    "segment_events",
+]
+
+MAX_SEGMENTS = 100
+"""At most this many segments: their names are metric label values, which must stay bounded."""
+
+_FIELD = re.compile(r"\bprofile\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_WHOLE_PROFILE = re.compile(r"\bprofile\b(?!\s*\.)")
+
+
+class SegmentDefinition(BaseModel):
+    """One segment as written in the definitions file.
+
+    Attributes:
+        name: A slug (lower-case letters, digits and ``-``, 1-63 chars): the segment's id in
+            ``segment-events.v1``, in the profile and in metric labels.
+        description: What the segment means, for people.
+        enter: CEL condition over ``profile`` and ``now_ms``; true -> the user enters.
+        exit: CEL condition; true -> a member exits. ``None``: exits when ``enter`` is false.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    description: str = Field(min_length=1, max_length=1000)
+    enter: str = Field(min_length=1, max_length=4000)
+    exit: str | None = Field(default=None, min_length=1, max_length=4000)
+
+    @property
+    def version(self) -> str:
+        """The definition's version: sha256 of its name and conditions (12 hex digits)."""
+        canonical = json.dumps([self.name, self.enter, self.exit], ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class _SegmentFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segments: list[SegmentDefinition] = Field(max_length=MAX_SEGMENTS)
+
+    @field_validator("segments")
+    @classmethod
+    def _unique(cls, segments: list[SegmentDefinition]) -> list[SegmentDefinition]:
+        names = [s.name for s in segments]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"segment names must be unique; repeated: {', '.join(twice)}")
+        return segments
+
+
+def load_segments(path: Path) -> list[SegmentDefinition]:
+    """Read and validate a definitions file (``{"segments": [...]}``, YAML or JSON).
+
+    Args:
+        path: ``PORTRAIT_SEGMENTS__PATH``; ``.yaml``/``.yml`` is read as YAML, else JSON.
+
+    Returns:
+        The definitions, in file order.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or a definition is invalid; the message
+            names the file and the field.
+    """
+    setting = "PORTRAIT_SEGMENTS__PATH"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{setting}={path}: cannot read it ({exc})", env_vars=[setting]) from exc
+    as_yaml = path.suffix.lower() in (".yaml", ".yml")
+    try:
+        data = yaml.safe_load(text) if as_yaml else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        kind = "YAML" if as_yaml else "JSON"
+        problem = f"{setting}={path}: not valid {kind} ({exc})"
+        raise ConfigError(problem, env_vars=[setting]) from exc
+    try:
+        return _SegmentFile.model_validate(data).segments
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{setting}={path}: {problems}", env_vars=[setting]) from exc
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A compiled segment.
+
+    Attributes:
+        definition: As written.
+        version: ``definition.version``.
+        enter: The compiled ``enter`` condition.
+        exit: The compiled ``exit`` condition, or ``None`` (exit when ``enter`` is false).
+        fields: The profile fields the conditions read; ``None`` = the whole profile.
+    """
+
+    definition: SegmentDefinition
+    version: str
+    enter: Any
+    exit: Any | None
+    fields: frozenset[str] | None
+
+
+def _compile(definition: SegmentDefinition, which: Literal["enter", "exit"]) -> Any:
+    source = getattr(definition, which)
+    try:
+        return cel.compile(source)
+    except ValueError as exc:
+        detail = str(exc).split("ERROR: ", 1)[-1].replace("<input>:", "line:column ")
+        raise ConfigError(
+            f"segment {definition.name!r}, {which} condition does not compile: {detail}",
+            env_vars=["PORTRAIT_SEGMENTS__PATH"],
+        ) from exc
+
+
+def _fields(*sources: str | None) -> frozenset[str] | None:
+    text = " ".join(s for s in sources if s)
+    if _WHOLE_PROFILE.search(text):
+        return None
+    return frozenset(_FIELD.findall(text))
+
+
+def compile_segments(definitions: Iterable[SegmentDefinition]) -> list[Segment]:
+    """Compile every condition once.
+
+    Raises:
+        ConfigError: A condition does not compile; the message names the segment, the condition
+            and the parser's error with its line and column.
+    """
+    compiled = []
+    for definition in definitions:
+        enter = _compile(definition, "enter")
+        leave = _compile(definition, "exit") if definition.exit is not None else None
+        fields = _fields(definition.enter, definition.exit)
+        compiled.append(Segment(definition, definition.version, enter, leave, fields))
+    return compiled
+
+
+def compiled_segments(settings: Settings) -> list[Segment]:
+    """The segments of ``PORTRAIT_SEGMENTS__PATH``, compiled; ``[]`` when it is unset.
+
+    Raises:
+        ConfigError: The file or a definition is invalid, or a condition does not compile.
+    """
+    path = settings.segments.path
+    return [] if path is None else compile_segments(load_segments(path))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A user entering or leaving a segment.
+
+    Attributes:
+        segment: The segment's name.
+        transition: ``"entered"`` or ``"exited"``.
+        definition_version: The version of the definition that decided it.
+        values: The profile fields the segment's conditions read, as they were.
+    """
+
+    segment: str
+    transition: Literal["entered", "exited"]
+    definition_version: str
+    values: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"segment": self.segment, "transition": self.transition,
+                "definition_version": self.definition_version, "values": self.values}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transition:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["segment"], data["transition"], data["definition_version"],
+                   dict(data["values"]))  # fmt: skip
+
+
+class SegmentEvaluator:
+    """Evaluates every segment on a profile and updates its memberships.
+
+    Args:
+        segments: Compiled segments (:func:`compile_segments`).
+        on_error: Called with the segment's name when a condition fails for a profile.
+    """
+
+    def __init__(
+        self, segments: Iterable[Segment], on_error: Callable[[str], None] = lambda name: None
+    ) -> None:
+        self.segments = list(segments)
+        self._on_error = on_error
+        wanted: set[str] = set()
+        self._whole = False
+        for segment in self.segments:
+            if segment.fields is None:
+                self._whole = True
+            else:
+                wanted |= segment.fields
+        self._wanted = frozenset(wanted)
+
+    def evaluate(
+        self, profile: Mapping[str, Any], memberships: dict[str, str], now_ms: int
+    ) -> list[Transition]:
+        """Decide the transitions of one profile and apply them to ``memberships``.
+
+        Args:
+            profile: The profile as ``profile-updates.v1`` carries it (``Profile.to_dict()``).
+            memberships: Segment name -> definition version the user is a member under; updated
+                in place (entered: added; exited: removed; a member under an older version of a
+                definition that still holds: its version updated). A segment no longer defined
+                is left alone (see :meth:`removed`).
+            now_ms: The worker's wall clock, epoch ms (``now_ms`` in the conditions).
+
+        Returns:
+            The transitions, in definition order.
+        """
+        if not self.segments:
+            return []
+        view = dict(profile) if self._whole else {k: profile.get(k) for k in self._wanted}
+        context = cel.Context()
+        context.add_variable("profile", view)
+        context.add_variable("now_ms", now_ms)
+        transitions = []
+        for segment in self.segments:
+            name = segment.definition.name
+            member = name in memberships
+            try:
+                if member:
+                    condition = segment.exit if segment.exit is not None else segment.enter
+                    decided = bool(condition.execute(context)) != (segment.exit is None)
+                else:
+                    decided = bool(segment.enter.execute(context))
+            except Exception:  # a CEL runtime error (missing key, no such overload, ...)
+                self._on_error(name)
+                continue
+            if not decided:
+                if member:
+                    memberships[name] = segment.version
+                continue
+            values = {k: view.get(k) for k in sorted(segment.fields or view)}
+            if member:
+                del memberships[name]
+                transitions.append(Transition(name, "exited", segment.version, values))
+            else:
+                memberships[name] = segment.version
+                transitions.append(Transition(name, "entered", segment.version, values))
+        return transitions
+
+    def decide(self, profile: Profile, state: dict[str, Any], now_ms: int) -> list[Transition]:
+        """Decide a changed profile's transitions and record them in the profile.
+
+        Memberships of segments no longer defined end first (``exited``), then every segment is
+        evaluated on ``state``. The profile's ``segments`` and ``segment_transitions`` (and the
+        same keys of ``state``) are updated, so the decision is stored with the profile and a
+        redelivered batch re-emits it instead of deciding again.
+
+        Args:
+            profile: The profile, after its events were applied.
+            state: ``profile.to_dict()`` of that profile (what the conditions read).
+            now_ms: The worker's wall clock, epoch ms.
+
+        Returns:
+            The transitions decided.
+        """
+        transitions = self.removed(profile.segments)
+        transitions += self.evaluate(state, profile.segments, now_ms)
+        profile.segment_transitions = [t.to_dict() for t in transitions]
+        state["segments"] = dict(profile.segments)
+        state["segment_transitions"] = list(profile.segment_transitions)
+        return transitions
+
+    def removed(self, memberships: dict[str, str]) -> list[Transition]:
+        """``exited`` transitions for memberships of segments that are no longer defined
+        (removed from the file), applied to ``memberships``."""
+        defined = {segment.definition.name for segment in self.segments}
+        gone = [name for name in memberships if name not in defined]
+        transitions = [Transition(name, "exited", memberships.pop(name), {}) for name in gone]
+        return transitions
+
+
+def segment_events(profile: Profile) -> list[bytes]:
+    """The ``segment-events.v1`` values of the transitions decided at the profile's version.
+
+    Args:
+        profile: A profile whose ``segment_transitions`` were set by
+            :meth:`SegmentEvaluator.decide` (possibly in an earlier run: a redelivery).
+
+    Returns:
+        One UTF-8 JSON value per transition (:class:`stream.events.SegmentEvent`), in order.
+    """
+    when = None
+    if profile.last_event_time_ms is not None:
+        when = datetime.fromtimestamp(profile.last_event_time_ms / 1000, UTC)
+    return [
+        SegmentEvent(user_id=profile.user_id, version=profile.version, event_time=when,
+                     **Transition.from_dict(t).to_dict()).to_json_bytes()
+        for t in profile.segment_transitions
+    ]  # fmt: skip
