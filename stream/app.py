@@ -53,6 +53,7 @@ from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
+from stream.segment_sweep import SegmentSweep, tick_value
 from stream.segments import Segment, SegmentEvaluator, compiled_segments
 from stream.settings import KafkaSettings, Settings
 
@@ -245,7 +246,8 @@ def create_app(
     if executor is None:
         executor = _owned_executor(app)
     sink = TopicSink(updates, dead_letter, rerouted, segment_topic)
-    outputs = Outputs(TableProfileStore(table), sink, metrics)
+    store = TableProfileStore(table)
+    outputs = Outputs(store, sink, metrics)
     pseudonymise = Pseudonymiser(settings.pseudonymisation)
     partitions = topics.partitions  # a record off its key's partition: re-routed or dead-lettered
     comment_path = CommentProcessor(
@@ -281,6 +283,17 @@ def create_app(
     app.agent(erasure, name="portrait.erasure", supervisor_strategy=CrashingSupervisor)(
         erasure_agent
     )
+    if evaluator is not None:
+        ticks = _raw_topic(app, settings.segment_ticks_topic(), partitions=n)
+        sweep = SegmentSweep(outputs, store, evaluator, model_version=classifier.model_version)
+
+        async def sweep_agent(stream: Any) -> None:
+            await consume_in_batches(stream, sweep.process, settings.batch)
+
+        app.agent(ticks, name="portrait.segment_sweep", supervisor_strategy=CrashingSupervisor)(
+            sweep_agent
+        )
+        _send_ticks(app, ticks, settings.segments.reevaluate_interval_s)
 
     sources = (topics.comments, topics.behavior, *repartition.values())
 
@@ -325,6 +338,26 @@ def _check_broker(app: faust.App, readiness: Readiness, check: Callable[[], str 
         state["problem"] = problem
 
     app.timer(interval=BROKER_CHECK_INTERVAL_S, name="portrait.broker_check")(broker)
+
+
+def _send_ticks(app: faust.App, ticks: faust.TopicT, interval_s: float) -> None:
+    """Write a segment tick (:func:`stream.segment_sweep.tick_value`, this wall clock) to every
+    partition of ``ticks`` this worker owns: after each completed rebalance and every
+    ``interval_s``."""
+    name = ticks.get_topic_name()
+
+    async def send() -> None:
+        now_ms = int(time.time() * 1000)
+        owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
+        for partition in owned:
+            await ticks.send(value=tick_value(now_ms), partition=partition)
+        logger.info("segment ticks sent partitions=%s now_ms=%d", owned, now_ms)
+
+    async def after_rebalance(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        await send()
+
+    app.on_rebalance_complete.connect(after_rebalance)
+    app.timer(interval=interval_s, name="portrait.segment_ticks")(send)
 
 
 def _track_readiness(app: faust.App, readiness: Readiness) -> None:

@@ -72,6 +72,12 @@ class TableProfileStore:
         with _bound_to(record.handle):
             del self._table[user_id.encode("utf-8")]
 
+    def user_ids(self, record: SourceRecord) -> list[str]:
+        """Every user id stored in ``record``'s partition (faust's private per-partition
+        RocksDB handle ``data._db_for_partition``; faust's own ``__faust...`` keys left out)."""
+        db = self._table.data._db_for_partition(record.partition)
+        return [key.decode("utf-8") for key in db.keys() if not key.startswith(b"__faust")]
+
 
 class TableErasureLedger:
     """:class:`stream.processing.ErasureLedger` on a faust table keyed by request id bytes.

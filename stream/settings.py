@@ -242,9 +242,14 @@ class SegmentSettings(_Frozen):
     Attributes:
         path: The definitions file (YAML or JSON, ``{"segments": [...]}``); ``None`` (default) =
             no segments, no ``segment-events.v1``.
+        reevaluate_interval_s: Seconds between two re-evaluations of every stored profile
+            (10 s .. 7 days, default 1 hour), besides one after each rebalance: how late a
+            wall-clock condition ("no event for 14 days") may be noticed
+            (:mod:`stream.segment_sweep`).
     """
 
     path: Path | None = None
+    reevaluate_interval_s: float = Field(default=3600.0, ge=10.0, le=7 * 24 * 3600.0)
 
 
 class PseudonymisationSettings(_Frozen):
@@ -313,6 +318,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    def segment_ticks_topic(self) -> str:
+        """The internal topic that triggers re-evaluations of stored profiles against the
+        segments: ``<app_id>-segment-ticks`` (:mod:`stream.segment_sweep`)."""
+        return f"{self.app_id}-segment-ticks"
 
     def repartition_topics(self) -> dict[str, str]:
         """Source topic -> its repartition topic ``<app_id>-<source>-repartition`` (comments and

@@ -61,6 +61,7 @@ from stream.settings import Settings
 __all__ = [
     "DEAD_LETTER_CONFIG",
     "REPARTITION_CONFIG",
+    "SEGMENT_TICKS_CONFIG",
     "LOCK_FILE",
     "PROFILE_UPDATES_CONFIG",
     "compaction_problem",
@@ -85,6 +86,9 @@ DEAD_LETTER_CONFIG = {"retention.ms": str(14 * 24 * 3600 * 1000)}
 REPARTITION_CONFIG = {"retention.ms": str(7 * 24 * 3600 * 1000)}
 """Configs of a repartition topic the worker creates: 7 days, as long as the source topics'
 default retention (a re-routed event is profiled within seconds; the rest is slack for outages)."""
+
+SEGMENT_TICKS_CONFIG = {"retention.ms": str(24 * 3600 * 1000)}
+"""Configs of the segment-ticks topic the worker creates: 1 day (a tick matters for minutes)."""
 
 LOCK_FILE = ".portrait-worker.lock"
 """Held (an OS file lock) by the worker process that owns the state directory."""
@@ -240,12 +244,17 @@ def ensure_topics(settings: Settings) -> list[str]:
         ([topics.dead_letter], DEAD_LETTER_CONFIG),
         (list(settings.repartition_topics().values()), REPARTITION_CONFIG),
         ([topics.segment_events] if settings.segments.path is not None else [], {}),
+        (
+            [settings.segment_ticks_topic()] if settings.segments.path is not None else [],
+            SEGMENT_TICKS_CONFIG,
+        ),
     ):
         created += create_topics(servers, names, topics.partitions, topics.replication_factor,
                                  configs, **_client_config(settings))  # fmt: skip
     if topics.profile_updates not in created:
         _check_compaction(settings)
-    co_partitioned = [topics.comments, topics.behavior, topics.erasure,
+    ticks = [settings.segment_ticks_topic()] if settings.segments.path is not None else []
+    co_partitioned = [topics.comments, topics.behavior, topics.erasure, *ticks,
                       *settings.repartition_topics().values(),
                       changelog_topic_name(settings.app_id)]  # fmt: skip
     counts = _partition_counts(settings, co_partitioned)

@@ -79,3 +79,44 @@ def test_a_definition_that_does_not_compile_stops_the_start_up(tmp_path: Path) -
     assert done.returncode == 2, done.stderr
     assert "segment 'typo', enter condition does not compile" in done.stderr
     assert "1:25" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_definition_change_re_evaluates_stored_users_without_new_events(
+    broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    definitions = tmp_path / "segments.json"
+    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", tiny_model_dir,
+                               segments={"path": definitions},
+                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    create_source_topics(settings)
+    spender = {"name": "spender", "description": "x", "enter": "profile.purchase_value_sum > 100.0"}
+    definitions.write_text(json.dumps({"segments": [spender]}))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        event = behavior(0, "sam", "purchase", value=60.0)
+        produce(bootstrap, [Outgoing(settings.topics.behavior, b"sam", json.dumps(event).encode())])
+        read_topic(bootstrap, settings.topics.profile_updates, lambda r: _version(r) >= 1, 60)
+    finally:
+        worker.stop()
+    phases = [
+        ({**spender, "enter": "profile.purchase_value_sum > 50.0"}, ("entered", 2)),  # changed
+        ({**spender, "name": "other", "enter": "false"}, ("exited", 3)),  # spender removed
+    ]
+    for n, (definition, expected) in enumerate(phases, start=1):
+        definitions.write_text(json.dumps({"segments": [definition]}))
+        worker = start_worker(settings, tmp_path / f"worker{n}.log")
+        try:
+            found = read_topic(bootstrap, settings.topics.segment_events,
+                               lambda r, n=n: len(r) >= n, 60, settle_s=2.0)  # fmt: skip
+        finally:
+            worker.stop()
+        transitions = [json.loads(r.value) for r in found]
+        assert len(transitions) == n, transitions
+        assert (transitions[-1]["transition"], transitions[-1]["version"]) == expected
+        assert transitions[-1]["segment"] == "spender"
+    updates = read_topic(bootstrap, settings.topics.profile_updates, lambda r: _version(r) >= 3, 30)
+    latest = max((json.loads(r.value) for r in updates), key=lambda u: u["version"])
+    assert latest["profile"]["segments"] == {} and latest["profile"]["behavior_counts"] == {
+        "purchase": 1
+    }  # no event was added: only the memberships changed

@@ -240,3 +240,35 @@ def test_the_readme_segments_compile_and_decide(tmp_path: Path) -> None:
     members: dict[str, str] = {}
     transitions = evaluator.evaluate(unhappy.to_dict(), members, 0)
     assert [t.segment for t in transitions] == ["unhappy-customer"] and errors == []
+
+
+def test_a_sweep_decides_once_per_tick_and_re_emits_on_redelivery() -> None:
+    from stream.records import SourceRecord
+    from stream.segment_sweep import SegmentSweep, tick_value
+
+    rule = "now_ms - profile.last_event_time_ms > 14 * 86400000"
+    quiet = SegmentDefinition(name="quiet", description="x", enter=rule)
+    metrics, sink, store = Metrics(CollectorRegistry()), _Sink(), _Store()
+    store.states["ana"] = Profile(user_id="ana", version=3, last_event_time_ms=0).to_dict()
+
+    class Users:
+        def user_ids(self, record: SourceRecord) -> list[str]:
+            return sorted(store.states)
+
+    evaluator = SegmentEvaluator(compile_segments([quiet]))
+    sweep = SegmentSweep(Outputs(store, sink, metrics), Users(), evaluator, model_version="m1")
+
+    def tick(offset: int, days: int) -> MicroBatch[SourceRecord]:
+        value = tick_value(days * DAY_MS)
+        return MicroBatch((SourceRecord("app-segment-ticks", 0, offset, None, value),), 0.0)
+
+    early = asyncio.run(sweep.process(tick(0, 10)))  # 10 days quiet: nothing
+    late = asyncio.run(sweep.process(tick(1, 20)))  # 20 days: enters, version 4
+    again = asyncio.run(sweep.process(tick(1, 20)))  # the same tick redelivered
+    later = asyncio.run(sweep.process(tick(2, 30)))  # still a member: nothing
+
+    assert (early.applied, late.applied, again.duplicates, later.applied) == (0, 1, 1, 0)
+    first, repeat = (json.loads(v) for v in sink.segment_events)
+    assert first == repeat and (first["transition"], first["version"]) == ("entered", 4)
+    assert store.states["ana"]["applied_offsets"] == {"app-segment-ticks:0": 1}
+    assert [json.loads(u)["version"] for u in sink.updates] == [4, 4]
