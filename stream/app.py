@@ -54,7 +54,7 @@ from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
 from stream.segment_sweep import SegmentSweep, tick_value
-from stream.segments import Segment, SegmentEvaluator, compiled_segments
+from stream.segments import Segment, SegmentEvaluator, SegmentMembers, compiled_segments
 from stream.settings import KafkaSettings, Settings
 
 __all__ = [
@@ -236,9 +236,16 @@ def create_app(
     segment_topic = _raw_topic(app, topics.segment_events, partitions=n) if segments else None
     evaluator = None
     if segments:
+
+        def publish(totals: dict[str, int]) -> None:
+            for name, members in totals.items():
+                metrics.segment_members.labels(segment=name).set(members)
+
+        names = [segment.definition.name for segment in segments]
         evaluator = SegmentEvaluator(
-            segments, lambda name: metrics.segment_errors.labels(segment=name).inc()
-        )
+            segments, lambda name: metrics.segment_errors.labels(segment=name).inc(),
+            SegmentMembers(names, publish),
+        )  # fmt: skip
     table = app.Table(TABLE_NAME, partitions=topics.partitions, key_type=bytes,
                       help="Profile.to_dict() per user id")  # fmt: skip
     ledger = app.Table(ERASURE_LEDGER_NAME, partitions=topics.partitions, key_type=bytes,
@@ -293,7 +300,7 @@ def create_app(
         app.agent(ticks, name="portrait.segment_sweep", supervisor_strategy=CrashingSupervisor)(
             sweep_agent
         )
-        _send_ticks(app, ticks, settings.segments.reevaluate_interval_s)
+        _send_ticks(app, ticks, settings.segments.reevaluate_interval_s, evaluator.members)
 
     sources = (topics.comments, topics.behavior, *repartition.values())
 
@@ -340,7 +347,9 @@ def _check_broker(app: faust.App, readiness: Readiness, check: Callable[[], str 
     app.timer(interval=BROKER_CHECK_INTERVAL_S, name="portrait.broker_check")(broker)
 
 
-def _send_ticks(app: faust.App, ticks: faust.TopicT, interval_s: float) -> None:
+def _send_ticks(
+    app: faust.App, ticks: faust.TopicT, interval_s: float, members: SegmentMembers | None
+) -> None:
     """Write a segment tick (:func:`stream.segment_sweep.tick_value`, this wall clock) to every
     partition of ``ticks`` this worker owns: after each completed rebalance and every
     ``interval_s``."""
@@ -354,6 +363,8 @@ def _send_ticks(app: faust.App, ticks: faust.TopicT, interval_s: float) -> None:
         logger.info("segment ticks sent partitions=%s now_ms=%d", owned, now_ms)
 
     async def after_rebalance(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        if members is not None:  # counts of partitions moved elsewhere go; the sweep recounts
+            members.retain(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
         await send()
 
     app.on_rebalance_complete.connect(after_rebalance)
@@ -367,10 +378,14 @@ def _track_readiness(app: faust.App, readiness: Readiness) -> None:
     async def revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         readiness.not_ready("rebalancing")
 
+    async def stopping(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        readiness.not_ready("stopping")  # as soon as the app begins to stop
+
     async def complete(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         readiness.ready()
 
     app.on_partitions_revoked.connect(revoked)
+    app.on_before_shutdown.connect(stopping)
     app.on_rebalance_complete.connect(complete)
 
 
@@ -378,7 +393,7 @@ def _log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) ->
     """A ``progress`` line every :data:`PROGRESS_INTERVAL_S` while events arrive, and a summary
     when the worker stops."""
     started = time.monotonic()
-    last: dict[str, int] = {}
+    last: dict[str, int] = metrics.totals()  # no line until something happens
 
     async def progress() -> None:
         totals = metrics.totals()

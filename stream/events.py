@@ -370,7 +370,8 @@ def _field_problems(exc: ValidationError) -> str:
             error["type"] == "string_pattern_mismatch"
             and error.get("ctx", {}).get("pattern") == _NOT_BLANK
         )
-        parts.append(f"{field}: {'must not be blank (whitespace only)' if blank else error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for ValueError
+        parts.append(f"{field}: {'must not be blank (whitespace only)' if blank else message}")
     return "; ".join(parts)[:_MAX_DETAIL_CHARS]
 
 

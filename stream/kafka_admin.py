@@ -224,7 +224,8 @@ def diagnose_bootstrap(servers: list[str], timeout_s: float = 2.0) -> str:
             with socket.create_connection((host, port), timeout=timeout_s):
                 reasons.append(
                     f"{server}: TCP connects but no Kafka answer (TLS or SASL settings: "
-                    "PORTRAIT_KAFKA__SECURITY_PROTOCOL, PORTRAIT_KAFKA__SASL_*)"
+                    "PORTRAIT_KAFKA__SECURITY_PROTOCOL, PORTRAIT_KAFKA__SASL_*; or the broker "
+                    "hangs)"
                 )
         except ConnectionRefusedError:
             reasons.append(f"{server}: connection refused (nothing listens there)")

@@ -4,7 +4,8 @@ faust's producer logs ``producer buffer full size N`` (warning) and ``producer f
 (info) on every full buffer: measured here, 100,000 behaviour events of distinct users wrote
 1,278 of each. :class:`RepeatFilter` lets the first line of a kind through, holds back the repeats
 for ``interval_s`` seconds, then lets the next one through with ``(repeated K times in the last
-T s)`` appended. Lines differ only in their numbers count as one kind.
+T s)`` appended. Lines differ only in their numbers count as one kind. aiokafka's connection
+errors while the broker is down are collapsed the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from collections.abc import Callable
 
 __all__ = ["RATE_LIMITED_LOGGERS", "RepeatFilter", "rate_limit_noisy_loggers"]
 
-RATE_LIMITED_LOGGERS = ("faust.transport.producer",)
-"""Loggers whose lines repeat once per full producer buffer."""
+RATE_LIMITED_LOGGERS = (
+    "faust.transport.producer",
+    "aiokafka.client", "aiokafka.conn", "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator", "aiokafka.producer.sender",
+)  # fmt: skip
+"""Loggers whose lines repeat: faust's once per full producer buffer; aiokafka's several times a
+second while the broker is down (measured: 2,454 error lines in 36 s, "Unable connect to node",
+"Unable to update metadata", "Failed fetch messages")."""
 
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?(?:e-?\d+)?")
 

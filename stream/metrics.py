@@ -56,6 +56,8 @@ class Metrics:
             partition and re-routed through the topic's repartition topic.
         segment_transitions: ``portrait_segment_transitions_total{segment, transition}``: users
             entering (``entered``) or leaving (``exited``) a segment.
+        segment_members: ``portrait_segment_members{segment}``: users in the segment over this
+            worker's partitions (sum over workers for the whole group).
         segment_errors: ``portrait_segment_errors_total{segment}``: conditions that failed for a
             profile (counted, treated as deciding nothing).
         duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic, reason}``: events
@@ -110,6 +112,12 @@ class Metrics:
             "segment_transitions",
             "Users entering or leaving a segment.",
             ["segment", "transition"],
+            **kw,
+        )
+        self.segment_members = Gauge(
+            "segment_members",
+            "Users in each segment, over the partitions this worker owns.",
+            ["segment"],
             **kw,
         )
         self.segment_errors = Counter(

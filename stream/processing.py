@@ -302,7 +302,7 @@ class _ProfilePath(_Decoding):
             profile = profiles[user_id]
             state = profile.to_dict()
             if self._segments is not None and user_id in changed:
-                self._decide_segments(profile, state, now)
+                self._decide_segments(profile, state, now, record.partition)
             self._store.save(user_id, state, record)
             update = ProfileUpdate(
                 user_id=user_id, version=profile.version, updated_at=now,
@@ -320,9 +320,12 @@ class _ProfilePath(_Decoding):
         logger.debug("micro-batch done %s", _describe(result))
         return result
 
-    def _decide_segments(self, profile: Profile, state: dict[str, Any], now: datetime) -> None:
+    def _decide_segments(
+        self, profile: Profile, state: dict[str, Any], now: datetime, partition: int
+    ) -> None:
         assert self._segments is not None
-        for transition in self._segments.decide(profile, state, int(now.timestamp() * 1000)):
+        now_ms = int(now.timestamp() * 1000)
+        for transition in self._segments.decide(profile, state, now_ms, partition):
             self._metrics.segment_transitions.labels(
                 segment=transition.segment, transition=transition.transition
             ).inc()

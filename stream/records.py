@@ -47,6 +47,7 @@ KEY_MISMATCH = "key_mismatch"
 """Dead-letter reason: the record key is not the event's ``user_id`` (so not its partition)."""
 
 INFERENCE_FAILED = "inference_failed"
+"""Dead-letter reason: the classifier failed on the event after all retries."""
 
 WRONG_PARTITION = "wrong_partition"
 """Dead-letter reason: the record is not on its key's partition (see :func:`check_partition`)."""
@@ -59,7 +60,6 @@ MAX_FUTURE = timedelta(days=1)
 
 MAX_AGE = timedelta(days=3650)
 """An event may be dated at most this long (10 years) before the worker's clock."""
-"""Dead-letter reason: the classifier failed on the event after all retries."""
 
 _PORTRAIT_HEADER_PREFIX = "portrait."
 E = TypeVar("E", CommentEvent, BehaviorEvent, ErasureRequest)
@@ -147,7 +147,8 @@ def check_event_time(event_time: datetime, now: datetime) -> None:
         EventError: reason ``event_time_out_of_range``.
     """
     if event_time > now + MAX_FUTURE:
-        detail = f"event_time is more than {MAX_FUTURE} after the worker's clock"
+        hours = MAX_FUTURE // timedelta(hours=1)
+        detail = f"event_time is more than {hours} hours after the worker's clock"
         raise EventError(EVENT_TIME_OUT_OF_RANGE, detail)
     if event_time < now - MAX_AGE:
         detail = f"event_time is more than {MAX_AGE.days} days before the worker's clock"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -110,6 +111,7 @@ class SegmentSweep:
     async def _sweep(self, record: SourceRecord, now_ms: int) -> tuple[int, int]:
         where = f"{record.topic}:{record.partition}"
         changed = again = 0
+        members: Counter[str] = Counter()
         deliveries: list[Awaitable[object]] = []
         user_ids = self._users.user_ids(record)
         for i, user_id in enumerate(user_ids):
@@ -119,12 +121,14 @@ class SegmentSweep:
             profile = Profile.from_dict(state)
             seen = profile.applied_offsets.get(where, -1)
             if seen > record.offset:
+                members.update(profile.segments)
                 continue
             if seen == record.offset:  # this tick changed it already: emit that again
                 again += 1
             else:
                 transitions = self._segments.decide(profile, state, now_ms)
                 if not transitions:
+                    members.update(profile.segments)
                     continue
                 for transition in transitions:
                     self._metrics.segment_transitions.labels(
@@ -135,12 +139,15 @@ class SegmentSweep:
                 state = profile.to_dict()
                 self._store.save(user_id, state, record)
                 changed += 1
+            members.update(profile.segments)
             deliveries += self._emit(profile, state)
             if (i + 1) % _CHUNK == 0:
                 await asyncio.gather(*deliveries)
                 deliveries = []
         if deliveries:
             await asyncio.gather(*deliveries)
+        if self._segments.members is not None:
+            self._segments.members.count_partition(record.partition, members)
         logger.info("segment sweep partition=%d users=%d changed=%d re_emitted=%d",
                     record.partition, len(user_ids), changed, again)  # fmt: skip
         return changed, again

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ __all__ = [
     "Segment",
     "SegmentDefinition",
     "SegmentEvaluator",
+    "SegmentMembers",
     "Transition",
     "compile_segments",
     "compiled_segments",
@@ -228,18 +230,67 @@ class Transition:
                    dict(data["values"]))  # fmt: skip
 
 
+class SegmentMembers:
+    """Members per segment in the partitions this worker owns (``portrait_segment_members``).
+
+    Exact after each re-evaluation of a partition (:meth:`count_partition`: every stored
+    profile is read), kept up to date by the transitions in between (:meth:`transition`).
+
+    Args:
+        names: The defined segments' names (a gauge per name, 0 without members).
+        publish: Called with ``{segment: members}`` after each change (sets the gauge).
+    """
+
+    def __init__(self, names: Iterable[str], publish: Callable[[dict[str, int]], None]) -> None:
+        self._names = list(names)
+        self._publish = publish
+        self._counts: dict[int, Counter[str]] = {}
+
+    def count_partition(self, partition: int, members: Counter[str]) -> None:
+        """Set a partition's member counts (from a full re-evaluation of it)."""
+        self._counts[partition] = Counter(members)
+        self._update()
+
+    def transition(self, partition: int, transition: Transition) -> None:
+        """Count one transition decided in ``partition``."""
+        counts = self._counts.setdefault(partition, Counter())
+        counts[transition.segment] += 1 if transition.transition == "entered" else -1
+        self._update()
+
+    def retain(self, partitions: Iterable[int]) -> None:
+        """Forget partitions this worker no longer owns (after a rebalance)."""
+        keep = set(partitions)
+        self._counts = {p: c for p, c in self._counts.items() if p in keep}
+        self._update()
+
+    def totals(self) -> dict[str, int]:
+        """``{segment: members}`` over the owned partitions, for every defined segment."""
+        total: Counter[str] = Counter()
+        for counts in self._counts.values():
+            total.update(counts)
+        return {name: max(0, total[name]) for name in self._names}
+
+    def _update(self) -> None:
+        self._publish(self.totals())
+
+
 class SegmentEvaluator:
     """Evaluates every segment on a profile and updates its memberships.
 
     Args:
         segments: Compiled segments (:func:`compile_segments`).
         on_error: Called with the segment's name when a condition fails for a profile.
+        members: Counts members per segment (``None``: not counted).
     """
 
     def __init__(
-        self, segments: Iterable[Segment], on_error: Callable[[str], None] = lambda name: None
+        self,
+        segments: Iterable[Segment],
+        on_error: Callable[[str], None] = lambda name: None,
+        members: SegmentMembers | None = None,
     ) -> None:
         self.segments = list(segments)
+        self.members = members
         self._on_error = on_error
         wanted: set[str] = set()
         self._whole = False
@@ -298,7 +349,9 @@ class SegmentEvaluator:
                 transitions.append(Transition(name, "entered", segment.version, values))
         return transitions
 
-    def decide(self, profile: Profile, state: dict[str, Any], now_ms: int) -> list[Transition]:
+    def decide(
+        self, profile: Profile, state: dict[str, Any], now_ms: int, partition: int | None = None
+    ) -> list[Transition]:
         """Decide a changed profile's transitions and record them in the profile.
 
         Memberships of segments no longer defined end first (``exited``), then every segment is
@@ -310,12 +363,17 @@ class SegmentEvaluator:
             profile: The profile, after its events were applied.
             state: ``profile.to_dict()`` of that profile (what the conditions read).
             now_ms: The worker's wall clock, epoch ms.
+            partition: The profile's partition: its transitions are counted in :attr:`members`
+                (``None``: not counted, e.g. while a whole partition is re-counted).
 
         Returns:
             The transitions decided.
         """
         transitions = self.removed(profile.segments)
         transitions += self.evaluate(state, profile.segments, now_ms)
+        if self.members is not None and partition is not None:
+            for transition in transitions:
+                self.members.transition(partition, transition)
         profile.segment_transitions = [t.to_dict() for t in transitions]
         state["segments"] = dict(profile.segments)
         state["segment_transitions"] = list(profile.segment_transitions)

@@ -305,7 +305,8 @@ def _check_compaction(settings: Settings) -> None:
         logger.info("cannot check the configs of topic=%s: %s", topic, exc)
         return
     if not reported:
-        logger.info("the broker reports no configs for topic=%s; compaction not checked", topic)
+        log = logger.warning if settings.topics.require_compaction else logger.info
+        log("the broker reports no configs for topic=%s; compaction not checked", topic)
     problem = compaction_problem(topic, reported, settings.kafka.bootstrap_servers)
     if problem and settings.topics.require_compaction:
         raise ConfigError(

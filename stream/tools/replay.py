@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from stream.publish import (
     make_producer,
     publish,
 )
+from stream.records import check_event_time
 from stream.settings import Settings, TopicSettings
 
 __all__ = [
@@ -79,9 +81,12 @@ def route(event: Mapping[str, Any], topics: TopicSettings, topic: str = AUTO_TOP
 
 
 def _validate(value: bytes, topic: str, has_action: bool, topics: TopicSettings) -> str:
-    """Validate with the worker's decoder for ``topic``; returns the user id. Raises EventError."""
+    """Validate with the worker's decoder for ``topic`` and its clock check (an event time far
+    from this machine's clock, :func:`stream.records.check_event_time`); returns the user id.
+    Raises EventError."""
     behaviour = topic == topics.behavior or (topic != topics.comments and has_action)
     event = decode_behavior(value) if behaviour else decode_comment(value)
+    check_event_time(event.event_time, datetime.now(UTC))
     return event.user_id
 
 
@@ -114,6 +119,8 @@ def _jsonl_values(path: Path) -> Iterator[tuple[int, bytes | InvalidRow]]:
 
 
 def _csv_cell(name: str, cell: str) -> Any:
+    if name == "event_time" and cell.isascii() and cell.isdigit():
+        return int(cell)  # CSV has no numbers: a time of digits is epoch milliseconds
     if name in _NUMERIC_CSV_FIELDS:
         try:
             return float(cell)

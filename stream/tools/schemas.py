@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from stream import events, processing, profile
+from stream import events, processing, profile, records
 from stream.events import (
     BehaviorEvent,
     CommentEvent,
@@ -45,10 +45,12 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 DEAD_LETTER_REASONS = (
     "tombstone", "empty_value", "not_utf8", "not_json", "not_an_object", "invalid_field",
-    processing.KEY_MISMATCH, processing.INFERENCE_FAILED, "internal_error",
+    processing.KEY_MISMATCH, records.WRONG_PARTITION, records.EVENT_TIME_OUT_OF_RANGE,
+    processing.INFERENCE_FAILED, "internal_error",
 )  # fmt: skip
-"""Every ``portrait.error.reason`` value the worker writes (``EventError`` reasons, the key check,
-failed inference, and ``internal_error`` for any other exception)."""
+"""Every ``portrait.error.reason`` value the worker writes (``EventError`` reasons, the key and
+partition checks, the event-time range, failed inference, and ``internal_error`` for any other
+exception)."""
 
 _ROLE = re.compile(r":\w+:`~?([\w.]+)`")
 _CONSTANTS: dict[str, object] = {

@@ -138,8 +138,14 @@ def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests(
 def worker_settings(
     broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
 ) -> Settings:
+    segments = tmp_path / "segments.json"  # so that the segment panels have data
+    commenter = {"name": "commenter", "description": "wrote a comment",
+                 "enter": "profile.comment_count >= 1"}  # fmt: skip
+    segments.write_text(json.dumps({"segments": [commenter]}))
     return kit_settings(broker.bootstrap_servers, unique_name, tmp_path / "state", tiny_model_dir,
-                        batch={"max_batch_size": 16, "max_wait_s": 0.1})  # fmt: skip
+                        batch={"max_batch_size": 16, "max_wait_s": 0.1},
+                        segments={"path": segments},
+                        topics={"segment_events": unique_name("segments")})  # fmt: skip
 
 
 @pytest.fixture

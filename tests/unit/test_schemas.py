@@ -29,6 +29,7 @@ from stream.events import (
 )
 from stream.processing import SourceRecord, check_key, dead_letter_record_headers
 from stream.profile import Profile, ScoredComment
+from stream.records import check_event_time, check_partition
 from stream.settings import ProfileSettings
 from stream.tools.cli import app
 from stream.tools.schemas import DEAD_LETTER_REASONS, build_schemas, stale_files
@@ -201,6 +202,14 @@ def _produced_reasons() -> set[str]:
         check_key(record, "u")
     except EventError as exc:
         reasons.add(exc.reason)
+    for check in (
+        lambda: check_partition(record, "other", 4),  # murmur2("other") % 4 != 0
+        lambda: check_event_time(datetime(2999, 1, 1, tzinfo=UTC), datetime.now(UTC)),
+    ):
+        try:
+            check()
+        except EventError as exc:
+            reasons.add(exc.reason)  # fmt: skip
     for error in (InferenceError("onnxruntime failed"), EventError("not_json", "x")):
         headers = dict(dead_letter_record_headers(record, error))
         reasons.add(headers["portrait.error.reason"].decode())

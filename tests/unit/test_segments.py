@@ -272,3 +272,21 @@ def test_a_sweep_decides_once_per_tick_and_re_emits_on_redelivery() -> None:
     assert first == repeat and (first["transition"], first["version"]) == ("entered", 4)
     assert store.states["ana"]["applied_offsets"] == {"app-segment-ticks:0": 1}
     assert [json.loads(u)["version"] for u in sink.updates] == [4, 4]
+
+
+def test_members_are_recounted_per_partition_and_follow_transitions() -> None:
+    from collections import Counter
+
+    from stream.segments import SegmentMembers, Transition
+
+    published: list[dict[str, int]] = []
+    members = SegmentMembers(["a", "b"], published.append)
+    members.count_partition(0, Counter({"a": 3}))
+    members.count_partition(1, Counter({"a": 1, "b": 2}))
+    members.transition(1, Transition("b", "exited", "v", {}))
+    members.transition(0, Transition("b", "entered", "v", {}))
+    assert published[-1] == {"a": 4, "b": 2}
+    members.retain([0])  # partition 1 moved to another worker
+    assert published[-1] == {"a": 3, "b": 1}
+    members.count_partition(0, Counter({"a": 2}))  # a sweep recounts it
+    assert members.totals() == {"a": 2, "b": 0}

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import onnxruntime as ort
@@ -207,3 +208,23 @@ def test_json_log_format_writes_one_json_object_per_line(
 def test_shell_completion_is_offered() -> None:
     result = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_replay_dry_run_applies_the_workers_clock_check_and_reads_csv_epoch_ms(
+    tmp_path: Path,
+) -> None:
+    now_ms = int(time.time() * 1000)
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,user_id,text,event_time\n"
+        f"e1,u1,great,{now_ms}\n"  # epoch ms in a CSV cell
+        f"e2,u2,great,{now_ms // 1000}\n"  # epoch *seconds*: 1970, far before the clock
+        "e3,u3,great,2999-12-31T23:59:59Z\n"
+    )
+    env = {"PORTRAIT_KAFKA__BOOTSTRAP_SERVERS": ""}
+    result = CliRunner().invoke(app, ["replay", str(events), "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "invalid line 3: event_time_out_of_range" in result.output
+    assert "invalid line 4: event_time_out_of_range" in result.output
+    assert "more than 24 hours after the worker's clock" in result.output
+    assert "dry run: 1 valid events" in result.output
