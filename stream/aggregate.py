@@ -13,8 +13,11 @@ from typing import Any
 from models.contract.labels import LABELS
 from stream.events import BEHAVIOR_ACTIONS, BehaviorEvent
 from stream.profile import (
+    DAILY_DAYS,
+    DAY_MS,
     EVENT_ID_WINDOW,
     CategoryStats,
+    DailyCounts,
     Profile,
     RecentComment,
     ScoredComment,
@@ -75,6 +78,27 @@ def _observe_time(profile: Profile, event_time_ms: int) -> float:
     hour = datetime.fromtimestamp(event_time_ms / 1000.0, tz=UTC).hour
     profile.hour_histogram[hour] += 1
     return decay_weight(event_time_ms, last, h)
+
+
+def _count_day(profile: Profile, event_time_ms: int) -> DailyCounts | None:
+    """The day bucket of an event (created if needed), or ``None`` when the day is older than
+    the :data:`DAILY_DAYS` window ending on the day of ``last_event_time_ms``; buckets that fell
+    out of the window are dropped. Call after :func:`_observe_time`."""
+    assert profile.last_event_time_ms is not None
+    first_day = (profile.last_event_time_ms // DAY_MS - (DAILY_DAYS - 1)) * DAY_MS
+    day = event_time_ms // DAY_MS * DAY_MS
+    profile.daily = [bucket for bucket in profile.daily if bucket.day_ms >= first_day]
+    if day < first_day:
+        return None
+    for bucket in profile.daily:
+        if bucket.day_ms == day:
+            break
+    else:
+        bucket = DailyCounts(day)
+        profile.daily.append(bucket)
+        profile.daily.sort(key=lambda b: b.day_ms)
+    bucket.events += 1
+    return bucket
 
 
 def _add_category(
@@ -142,6 +166,12 @@ def apply_comment(
         profile.rating_count += 1
         profile.rating_sum += event.rating
     _add_category(profile, event.category, weight, scored, settings.top_k_categories)
+    day = _count_day(profile, event.event_time_ms)
+    if day is not None:
+        day.comments += 1
+        day.negative += int(scored.label == "negative")
+        day.positive += int(scored.label == "positive")
+        day.mixed += int(scored.mixed)
     recent = RecentComment(event.event_id, scored.label, probs, event.event_time_ms, scored.mixed)
     _add_recent(profile, recent, settings.last_n_comments)
     profile.version += 1
@@ -178,6 +208,10 @@ def apply_behavior(
     if event.action == "purchase" and event.value is not None:
         profile.purchase_value_sum += event.value
     _add_category(profile, event.category, weight, None, settings.top_k_categories)
+    day = _count_day(profile, event.event_time_ms)
+    if day is not None and event.action == "purchase":
+        day.purchases += 1
+        day.purchase_value += event.value or 0.0
     profile.version += 1
     return True
 

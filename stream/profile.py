@@ -66,7 +66,10 @@ __all__ = [
     "LABELS",
     "EVENT_ID_WINDOW",
     "SCHEMA_VERSION",
+    "DAILY_DAYS",
+    "DAY_MS",
     "CategoryStats",
+    "DailyCounts",
     "Profile",
     "RecentComment",
     "ScoredComment",
@@ -74,12 +77,20 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+"""Version of the :meth:`Profile.to_dict` layout; :meth:`Profile.from_dict` rejects others."""
+
+DAILY_DAYS = 30
+"""Days of per-day counts a profile keeps (``daily``): the UTC days of event time from 29 days
+before the day of ``last_event_time_ms`` to that day. Enough for "in the last 7 / 14 / 28 days"
+segment conditions; at most 30 small buckets."""
+
+DAY_MS = 86_400_000
+"""Milliseconds in a day."""
 
 EVENT_ID_WINDOW = 32
 """Event ids a profile remembers for the ``event_id`` dedupe (those of its 32 latest events by
 event time): a resent event older than the user's 32 latest counts again. 32 ids of up to 256
 characters bound the profile (typically ~1.5 kB)."""
-"""Version of the :meth:`Profile.to_dict` layout; :meth:`Profile.from_dict` rejects others."""
 
 _PROBABILITY_TOLERANCE = 1e-3
 
@@ -191,6 +202,31 @@ class RecentComment:
 
 
 @dataclass
+class DailyCounts:
+    """What a user did on one UTC day (by event time).
+
+    Attributes:
+        day_ms: Start of the day (00:00 UTC), epoch milliseconds.
+        events: Comments and behaviour events applied.
+        comments: Comments.
+        negative: Comments whose predicted label is ``negative``.
+        positive: Comments whose predicted label is ``positive``.
+        mixed: Mixed comments (clauses of confident opposite polarity).
+        purchases: ``purchase`` events.
+        purchase_value: Sum of their ``value`` (missing value = 0).
+    """
+
+    day_ms: int
+    events: int = 0
+    comments: int = 0
+    negative: int = 0
+    positive: int = 0
+    mixed: int = 0
+    purchases: int = 0
+    purchase_value: float = 0.0
+
+
+@dataclass
 class Profile:
     """A user's profile state; see the module docstring for the definitions.
 
@@ -219,6 +255,9 @@ class Profile:
             under one of these ids (a producer's retry, at a new offset) is a duplicate. Keeping
             the latest by event time, not by arrival, leaves the profile independent of the order
             events arrive in.
+        daily: Per-day counts (:class:`DailyCounts`) of the last :data:`DAILY_DAYS` days up to
+            the day of ``last_event_time_ms``, oldest first; an event older than that window is
+            not counted there (the same whatever order events arrive in).
         segments: Segment name -> version of the definition the user is a member under
             (:mod:`stream.segments`; empty without segments).
         segment_transitions: The segment transitions decided at ``version`` (``Transition``
@@ -246,6 +285,7 @@ class Profile:
     hour_histogram: list[int] = field(default_factory=lambda: [0] * 24)
     recent_comments: list[RecentComment] = field(default_factory=list)
     recent_event_ids: dict[str, int] = field(default_factory=dict)
+    daily: list[DailyCounts] = field(default_factory=list)
     segments: dict[str, str] = field(default_factory=dict)
     segment_transitions: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION

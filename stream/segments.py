@@ -10,7 +10,9 @@ an optional ``exit`` condition written in CEL, the Common Expression Language
   first comment) is ``null``;
 - ``now_ms``: the worker's wall clock when it evaluates, epoch milliseconds (int). Event times
   say when users acted; "no event for 14 days" means 14 days before *now*, and only a wall clock
-  moves while a user is silent.
+  moves while a user is silent;
+- ``sum(list)``: the one added function (CEL has no sum), for windowed counts over the
+  profile's per-day buckets ``profile.daily`` (30 days, ``stream.profile.DailyCounts``).
 
 Hysteresis: a user not in the segment enters when ``enter`` is true; a member exits when
 ``exit`` is true (without ``exit``: when ``enter`` is false). A condition that fails for a profile
@@ -62,6 +64,12 @@ MAX_SEGMENTS = 100
 
 _FIELD = re.compile(r"\bprofile\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 _WHOLE_PROFILE = re.compile(r"\bprofile\b(?!\s*\.)")
+
+
+def _sum(values: list[Any]) -> Any:
+    """``sum(list)`` in conditions (CEL has no sum macro): e.g. negative comments of the last 7
+    days, ``sum(profile.daily.filter(d, d.day_ms > now_ms - 7 * 86400000).map(d, d.negative))``."""
+    return sum(values)
 
 
 class SegmentDefinition(BaseModel):
@@ -323,6 +331,7 @@ class SegmentEvaluator:
         context = cel.Context()
         context.add_variable("profile", view)
         context.add_variable("now_ms", now_ms)
+        context.add_function("sum", _sum)
         transitions = []
         for segment in self.segments:
             name = segment.definition.name

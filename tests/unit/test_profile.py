@@ -256,9 +256,9 @@ def test_size_stays_bounded_after_10000_events() -> None:
                       offset=i, settings=settings)  # fmt: skip
         if i in (999, 9_999):
             sizes.append(len(json.dumps(p.to_dict())))
-    assert len(p.categories) == 20 and len(p.recent_comments) == 5
+    assert len(p.categories) == 20 and len(p.recent_comments) == 5 and len(p.daily) <= 30
     assert p.comment_count == 10_000 and p.version == 10_000
-    assert sizes[1] < 12_000 and sizes[1] < sizes[0] * 1.1
+    assert sizes[1] < 16_000 and sizes[1] < sizes[0] * 1.1  # 30 day buckets: about 4 kB
 
 
 def test_dict_round_trip_through_json() -> None:

@@ -16,7 +16,7 @@ from models.contract.errors import ConfigError
 from stream.batching import MicroBatch
 from stream.metrics import Metrics
 from stream.processing import BehaviorProcessor, Outputs
-from stream.profile import Profile
+from stream.profile import DAY_MS, Profile
 from stream.segments import (
     MAX_SEGMENTS,
     SegmentDefinition,
@@ -45,7 +45,6 @@ QUIET = SegmentDefinition(
     enter="profile.purchase_value_sum > 500.0 && "
           "now_ms - profile.last_event_time_ms > 14 * 86400000",
 )  # fmt: skip
-DAY_MS = 86_400_000
 
 
 def _evaluator(*definitions: SegmentDefinition) -> tuple[SegmentEvaluator, list[str]]:
@@ -290,3 +289,43 @@ def test_members_are_recounted_per_partition_and_follow_transitions() -> None:
     assert published[-1] == {"a": 3, "b": 1}
     members.count_partition(0, Counter({"a": 2}))  # a sweep recounts it
     assert members.totals() == {"a": 2, "b": 0}
+
+
+def test_windowed_counts_from_the_daily_buckets() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from stream.aggregate import apply_comment
+    from stream.events import CommentEvent
+    from stream.profile import DAILY_DAYS, ScoredComment
+
+    week = SegmentDefinition(
+        name="complained-this-week",
+        description="x",
+        enter=(
+            "sum(profile.daily.filter(d, d.day_ms > now_ms - 7 * 86400000).map(d, d.negative)) >= 3"
+        ),
+    )
+    evaluator, errors = _evaluator(week)
+    start = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    days = [0, 20, 26, 27, 40]  # the last one moves the 30-day window past day 0
+    events = [CommentEvent(event_id=f"c{d}", user_id="u", text="", event_time=start + timedelta(d))
+              for d in days]  # fmt: skip
+
+    def profile_of(order: list[CommentEvent]) -> Profile:
+        profile = Profile(user_id="u")
+        for offset, event in enumerate(order):
+            apply_comment(profile, ScoredComment(event, (0.8, 0.1, 0.1)), topic="c", partition=0,
+                          offset=offset, settings=ProfileSettings())  # fmt: skip
+        return profile
+
+    forward, backward = profile_of(events), profile_of(events[::-1])
+    assert forward.daily == backward.daily  # the same whatever the arrival order
+    assert [b.day_ms for b in forward.daily] == [
+        int((start + timedelta(d)).timestamp() * 1000) // DAY_MS * DAY_MS for d in (20, 26, 27, 40)
+    ] and len(forward.daily) <= DAILY_DAYS
+    at = int((start + timedelta(27)).timestamp() * 1000)  # days 26 and 27 within 7 days: 2
+    assert evaluator.evaluate(profile_of(events[:4]).to_dict(), {}, at) == []
+    three = [*events[:4], CommentEvent(event_id="x", user_id="u", text="",
+                                       event_time=start + timedelta(25))]  # fmt: skip
+    [entered] = evaluator.evaluate(profile_of(three).to_dict(), {}, at)
+    assert entered.transition == "entered" and errors == []
