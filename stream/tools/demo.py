@@ -42,7 +42,7 @@ from stream.tools.broker import (
 )
 from stream.tools.demo_report import DemoResult, latency_percentiles, scrape_consumed
 from stream.tools.fidelity import profile_fidelity
-from stream.tools.follow import OutputFollower
+from stream.tools.follow import OutputFollower, assign_all, group_less_consumer, iter_records
 from stream.tools.replay import records_from_events
 from stream.tools.simulate import Population, load_test_texts, simulate
 from stream.tools.worker_process import WorkerProcess, free_port
@@ -101,6 +101,26 @@ class DemoOptions:
     chinese_share: float = 0.3
 
 
+DEMO_SEGMENTS = """\
+segments:
+  - name: unhappy-customer
+    description: At least 3 comments, and they read clearly negative.
+    enter: >-
+      profile.sentiment_score != null && profile.sentiment_score < -0.5
+      && profile.comment_count >= 3
+    exit: profile.sentiment_score > -0.2
+  - name: loves-electronics-not-prices
+    description: Positive about electronics, yet often mixed (good product, but...).
+    enter: >-
+      profile.interests.exists(i, i.category == "electronics" && i.sentiment_score != null
+      && i.sentiment_score > 0.5) && profile.mixed_share != null && profile.mixed_share > 0.3
+  - name: big-spender
+    description: Purchases worth more than 300 in total.
+    enter: profile.purchase_value_sum > 300.0
+"""
+"""The segments the demo runs when ``PORTRAIT_SEGMENTS__PATH`` is not set (README, "Segments")."""
+
+
 def _demo_settings(settings: Settings, bootstrap: str, state_dir: Path, external: bool) -> Settings:
     """The worker's settings: this broker, a temporary state dir, a free metrics port, 6 s session;
     on an external Kafka, run-scoped topic names and group so the demo touches nothing of yours."""
@@ -112,12 +132,23 @@ def _demo_settings(settings: Settings, bootstrap: str, state_dir: Path, external
         }
     )
     update: dict[str, Any] = {"kafka": kafka, "state_dir": state_dir, "metrics_port": free_port()}
+    if settings.segments.path is None:
+        path = state_dir.parent / "segments.yaml"
+        path.write_text(DEMO_SEGMENTS, encoding="utf-8")
+        update["segments"] = settings.segments.model_copy(update={"path": path})
     if external:
         run = f"portrait-demo-{uuid.uuid4().hex[:8]}"
         topics = settings.topics
         names = {
             f: f"{run}.{getattr(topics, f)}"
-            for f in ("comments", "behavior", "profile_updates", "dead_letter", "erasure")
+            for f in (
+                "comments",
+                "behavior",
+                "profile_updates",
+                "dead_letter",
+                "erasure",
+                "segment_events",
+            )
         }
         update |= {"app_id": run, "topics": topics.model_copy(update=names)}
     return settings.model_copy(update=update)
@@ -245,6 +276,7 @@ def _replay_and_follow(settings: Settings, population: Population, options: Demo
         producer.close()
         follower.stop()
     latest, receipts, dead_by_reason = follower.snapshot()
+    segment_events = _segment_events(settings)
     latest.pop(WARMUP_USER, None)
     _write_profiles(options.out, latest)
     profiles = {u: p["profile"] for u, p in latest.items()}
@@ -262,8 +294,26 @@ def _replay_and_follow(settings: Settings, population: Population, options: Demo
             for lang in sorted(set(population.user_language.values()))
         },
         population=population, latest=latest, profiles_path=options.out,
-        rate_per_s=options.rate_per_s,
+        rate_per_s=options.rate_per_s, segment_events=segment_events,
     )  # fmt: skip
+
+
+def _segment_events(settings: Settings) -> list[dict[str, Any]]:
+    """Every transition on the segment-events topic, one per (user, segment, version)."""
+    if settings.segments.path is None:
+        return []
+    consumer = group_less_consumer(kafka_client_config(settings.kafka))
+    try:
+        if not consumer.partitions_for_topic(settings.topics.segment_events):
+            return []
+        assign_all(consumer, [settings.topics.segment_events])
+        kept: dict[tuple[str, str, int], dict[str, Any]] = {}
+        for record in iter_records(consumer, follow=False):
+            event = json.loads(record.value)
+            kept.setdefault((event["user_id"], event["segment"], event["version"]), event)
+        return list(kept.values())
+    finally:
+        consumer.close()
 
 
 def _consumed(settings: Settings) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class DemoResult:
         profiles_path: where the final profiles were written.
         rate_per_s: the replay rate asked for, events per second (0 = as fast as possible).
         fidelity_by_language: the same as ``fidelity``, for the users of each language.
+        segment_events: the ``segment-events.v1`` values the run produced, one per (user,
+            segment, version).
     """
 
     produced: int
@@ -66,6 +69,7 @@ class DemoResult:
     profiles_path: Path
     rate_per_s: float = 0.0
     fidelity_by_language: dict[str, Fidelity] = field(default_factory=dict)
+    segment_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dead_lettered(self) -> int:
@@ -189,6 +193,35 @@ def _language_lines(result: DemoResult) -> list[str]:
     ]
 
 
+def _segment_lines(result: DemoResult) -> list[str]:
+    """Entered and exited per segment, and one user's story (the user with most transitions)."""
+    if not result.segment_events:
+        return []
+    counts: dict[str, Counter[str]] = {}
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for event in result.segment_events:
+        counts.setdefault(event["segment"], Counter())[event["transition"]] += 1
+        by_user.setdefault(event["user_id"], []).append(event)
+    lines = ["SEGMENTS (segment-events.v1)"]
+    lines += [f"  {name:<30} entered {c['entered']:>4}  exited {c['exited']:>4}"
+              for name, c in sorted(counts.items())]  # fmt: skip
+    user, story = max(by_user.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    lines.append(f"  one user's story: {user}")
+    for event in sorted(story, key=lambda e: e["version"]):
+        values = ", ".join(f"{k}={_brief(v)}" for k, v in event["values"].items())
+        lines.append(f"    version {event['version']:>3}: {event['transition']} "
+                     f"{event['segment']} ({values})")  # fmt: skip
+    return lines
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    return str(value)
+
+
 def format_summary(result: DemoResult) -> str:
     """The demo's summary as printable text."""
     fid = result.fidelity
@@ -222,5 +255,6 @@ def format_summary(result: DemoResult) -> str:
         + "  ".join(f"{label} {fid.per_label_mae[label]:.3f}" for label in LABELS),
         f"  reference: every user given the population's shares: {fid.baseline_mae:.3f}",
         *_language_lines(result),
+        *_segment_lines(result),
     ]
     return "\n".join(lines)

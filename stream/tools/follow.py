@@ -28,6 +28,7 @@ __all__ = [
     "OutputFollower",
     "ProfileReceipt",
     "assign_all",
+    "group_less_consumer",
     "iter_records",
     "read_profiles",
 ]
@@ -39,7 +40,12 @@ _REASON_HEADER = "portrait.error.reason"
 _SOURCE_TOPIC_HEADER = "portrait.source.topic"
 
 
-def _consumer(client_config: dict[str, Any]) -> Any:
+def group_less_consumer(client_config: dict[str, Any]) -> Any:
+    """A kafka-python consumer without a group (assign partitions to it), from the earliest offset.
+
+    Raises:
+        BrokerUnavailableError: The broker cannot be reached.
+    """
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -156,7 +162,7 @@ def read_profiles(
     Raises:
         BrokerUnavailableError: the broker cannot be reached or the topic does not exist.
     """
-    consumer = _consumer(client_config)
+    consumer = group_less_consumer(client_config)
     emitted = 0
     try:
         assign_all(consumer, [topic], key=user_id)
@@ -239,7 +245,7 @@ class OutputFollower(threading.Thread):
     def __init__(self, client_config: dict[str, Any], profile_topic: str, dead_letter_topic: str,
                  source_topics: Iterable[str], *, from_beginning: bool = True) -> None:  # fmt: skip
         super().__init__(name="portrait-output-follower", daemon=True)
-        self._consumer = _consumer(client_config)
+        self._consumer = group_less_consumer(client_config)
         assign_all(
             self._consumer, [profile_topic, dead_letter_topic], from_beginning=from_beginning
         )

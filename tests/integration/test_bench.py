@@ -57,6 +57,9 @@ def test_quick_bench_writes_every_section(
     state = results["state"]
     assert state["users"] == 500 and state["updates_per_s"] > 0 and state["peak_rss_bytes"] > 0
     assert "stored predictions" in state["classifier"]
+    with_segments = results["state_segments"]  # the same run with 20 segments, side by side
+    assert with_segments["segments"] == 20 and with_segments["users"] == 500
+    assert with_segments["updates_per_s"] > 0 and "cost_share" in with_segments
     assert out.with_suffix(".png").stat().st_size > 0
     assert "c/a" in done.stdout and "state-only mode" in done.stdout
     assert "a/a_baseline" in done.stdout

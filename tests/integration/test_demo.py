@@ -66,6 +66,21 @@ def test_demo_on_existing_broker_accounts_for_every_event(
         assert profile["comment_count"] == result.population.comment_counts[update["user_id"]]
     assert result.fidelity.users > 0
     assert set(result.latency_s) == {50, 95, 99}
+    # the demo's segments: per user and segment, transitions alternate entered/exited, and the
+    # final profile's memberships are the segments whose last transition was an entry
+    history: dict[tuple[str, str], list[str]] = {}
+    for event in sorted(result.segment_events, key=lambda e: e["version"]):
+        history.setdefault((event["user_id"], event["segment"]), []).append(event["transition"])
+        if event["segment"] == "big-spender":
+            assert event["values"]["purchase_value_sum"] > 300.0
+    for transitions in history.values():
+        assert transitions == ["entered", "exited"] * (len(transitions) // 2) + (
+            ["entered"] if len(transitions) % 2 else []
+        )
+    for update in profiles:
+        members = {seg for (user, seg), t in history.items() if user == update["user_id"]
+                   and t[-1] == "entered"}  # fmt: skip
+        assert set(update["profile"]["segments"]) == members, update["user_id"]
     [worker_pid] = [int(m) for line in lines for m in re.findall(r"pid=(\d+)", line)]
     assert _gone(worker_pid)
     assert any("run-scoped topics" in line for line in lines)
@@ -82,7 +97,7 @@ def test_demo_command_starts_and_stops_its_own_broker(tiny_model_dir: Path, tmp_
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Texts are REAL" in done.stdout and "SIMULATED" in done.stdout
-    assert "PROFILE FIDELITY" in done.stdout
+    assert "PROFILE FIDELITY" in done.stdout and "SEGMENTS (segment-events.v1)" in done.stdout
     assert "all accounted for" in done.stdout
     assert len(out.read_text().splitlines()) == 10
     [port] = re.findall(r"embedded Tansu at 127\.0\.0\.1:(\d+)", done.stderr)

@@ -22,7 +22,7 @@ from stream.settings import Settings
 from stream.tools.bench.model import micro_batches
 from stream.tools.bench.pipeline import BenchWorker, tagged_records
 from stream.tools.bench.runner import Bench, BenchOptions, Echo, best, paired
-from stream.tools.bench.state import run_state
+from stream.tools.bench.state import STATE_SEGMENTS, run_state, write_bench_segments
 from stream.tools.bench.stats import Spread
 from stream.tools.bench.stored import worker_command, write_predictions
 from stream.tools.bench.workload import Workload, bench_broker, load_workload
@@ -223,16 +223,25 @@ def state_phase(bench: Bench, threads: int) -> None:
         bench.work_dir / "stored-predictions.json", stored, classifier.predict_proba(stored),
         model_version=classifier.model_version, labels=classifier.labels,
     )  # fmt: skip
-    config = bench.config("state", threads=threads)
-    worker = bench.worker(config, command=worker_command(path))
     users = bench.options.state_users
     bench.echo(f"state: {users} distinct users, stored predictions of {len(texts)} comments"
-               f" and their clauses ({len(stored)} texts)")  # fmt: skip
+               f" and their clauses ({len(stored)} texts); without segments, then with "
+               f"{STATE_SEGMENTS}")  # fmt: skip
     timeout_s = max(bench.options.phase_timeout_s, users / 100)
     events = bench.workload.events[: bench.events_n]
-    result = run_state(worker, events, users, timeout_s=timeout_s, echo=bench.echo)
-    bench.results["state"] = {**result.to_dict(), "worker": config.describe(),
-                              "seconds_per_million_users": 1e6 / result.updates_per_s}  # fmt: skip
+    segments = write_bench_segments(bench.work_dir / "segments.json", STATE_SEGMENTS)
+    runs = {}
+    for key, config in (("state", bench.config("state", threads=threads)),
+                        ("state_segments", bench.config("state-seg", threads=threads,
+                                                        segments_path=segments))):  # fmt: skip
+        worker = bench.worker(config, command=worker_command(path))
+        result = run_state(worker, events, users, timeout_s=timeout_s, echo=bench.echo)
+        runs[key] = {**result.to_dict(), "worker": config.describe(),
+                     "seconds_per_million_users": 1e6 / result.updates_per_s}  # fmt: skip
+    base, with_segments = runs["state"]["updates_per_s"], runs["state_segments"]["updates_per_s"]
+    runs["state_segments"]["segments"] = STATE_SEGMENTS
+    runs["state_segments"]["cost_share"] = 1.0 - with_segments / base  # target: < 0.25
+    bench.results.update(runs)
 
 
 @contextlib.contextmanager

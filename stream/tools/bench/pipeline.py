@@ -66,17 +66,24 @@ class WorkerConfig:
         max_batch_size: ``PORTRAIT_BATCH__MAX_BATCH_SIZE``.
         max_wait_s: ``PORTRAIT_BATCH__MAX_WAIT_S``.
         intra_op_threads: ``PORTRAIT_MODEL__INTRA_OP_THREADS``.
+        segments_path: ``PORTRAIT_SEGMENTS__PATH`` (``None``: no segments).
     """
 
     name: str
     max_batch_size: int
     max_wait_s: float
     intra_op_threads: int
+    segments_path: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
-        return {"max_batch_size": self.max_batch_size, "max_wait_s": self.max_wait_s,
-                "intra_op_threads": self.intra_op_threads}  # fmt: skip
+        described: dict[str, Any] = {
+            "max_batch_size": self.max_batch_size, "max_wait_s": self.max_wait_s,
+            "intra_op_threads": self.intra_op_threads,
+        }  # fmt: skip
+        if self.segments_path is not None:
+            described["segments_path"] = str(self.segments_path)
+        return described
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,17 @@ def _state_lines(results: dict[str, Any]) -> list[str]:
             f"  {state['users']} distinct users: {state['updates_per_s']:.0f} profile updates/s, "
             f"worker peak RSS {'n/a' if rss is None else f'{rss / 2**20:.0f} MiB'}, RocksDB "
             f"state {state['state_dir_bytes'] / 2**20:.1f} MiB on disk; 1,000,000 users would take "
-            f"{state['seconds_per_million_users'] / 60:.1f} min at this rate"]  # fmt: skip
+            f"{state['seconds_per_million_users'] / 60:.1f} min at this rate"] + _segment_lines(
+        results
+    )  # fmt: skip
+
+
+def _segment_lines(results: dict[str, Any]) -> list[str]:
+    run = results.get("state_segments")
+    if not run:
+        return []
+    return [f"  with {run['segments']} segments: {run['updates_per_s']:.0f} profile updates/s, "
+            f"cost {run['cost_share']:.0%} of the rate without (target < 25%)"]  # fmt: skip
 
 
 def format_table(results: dict[str, Any]) -> str:

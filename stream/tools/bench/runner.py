@@ -222,10 +222,11 @@ class Bench:
         return worker.burst(records, self.options.phase_timeout_s)
 
     def config(self, name: str, *, batch_size: int | None = None, max_wait_s: float | None = None,
-               threads: int = 1) -> WorkerConfig:  # fmt: skip
+               threads: int = 1, segments_path: Path | None = None) -> WorkerConfig:  # fmt: skip
         """A :class:`WorkerConfig` with the options' defaults."""
         return WorkerConfig(name, batch_size or self.options.batch_size,
-                            max_wait_s or self.options.max_wait_s, threads)  # fmt: skip
+                            max_wait_s or self.options.max_wait_s, threads,
+                            segments_path)  # fmt: skip
 
     @contextlib.contextmanager
     def workers_stopped_at_exit(self) -> Iterator[None]:

@@ -26,7 +26,9 @@ from stream.tools.worker_process import free_port
 
 __all__ = ["Workload", "bench_broker", "load_workload", "worker_settings"]
 
-_TOPIC_FIELDS = ("comments", "behavior", "profile_updates", "dead_letter", "erasure")
+_TOPIC_FIELDS = (
+    "comments", "behavior", "profile_updates", "dead_letter", "erasure", "segment_events",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ def worker_settings(
                                           "max_wait_s": config.max_wait_s})  # fmt: skip
     model = base.model.model_copy(update={"path": model_dir or base.model.path, "device": device,
                                           "intra_op_threads": config.intra_op_threads})  # fmt: skip
+    segments = base.segments.model_copy(update={"path": config.segments_path})
     return base.model_copy(update={
         "app_id": run, "topics": topics.model_copy(update=names), "kafka": kafka, "batch": batch,
         "model": model, "state_dir": work_dir / run, "metrics_port": free_port(),
+        "segments": segments,
     })  # fmt: skip
