@@ -121,14 +121,14 @@ class SegmentSweep:
             profile = Profile.from_dict(state)
             seen = profile.applied_offsets.get(where, -1)
             if seen > record.offset:
-                members.update(profile.segments)
+                members.update(profile.segments.keys())
                 continue
             if seen == record.offset:  # this tick changed it already: emit that again
                 again += 1
             else:
                 transitions = self._segments.decide(profile, state, now_ms)
                 if not transitions:
-                    members.update(profile.segments)
+                    members.update(profile.segments.keys())
                     continue
                 for transition in transitions:
                     self._metrics.segment_transitions.labels(
@@ -139,7 +139,7 @@ class SegmentSweep:
                 state = profile.to_dict()
                 self._store.save(user_id, state, record)
                 changed += 1
-            members.update(profile.segments)
+            members.update(profile.segments.keys())
             deliveries += self._emit(profile, state)
             if (i + 1) % _CHUNK == 0:
                 await asyncio.gather(*deliveries)

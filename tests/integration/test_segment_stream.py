@@ -1,23 +1,33 @@
 """Segments on the local broker: a user's transitions appear on segment-events.v1 once per
-crossing, with the profile version they happened at; a definition that does not compile stops
-the worker at start-up (exit 2) with the segment's name and the error's position."""
+crossing, with the profile version they happened at, also across a kill -9; a definition change
+re-evaluates stored users; a definition that does not compile stops the worker at start-up
+(exit 2) with the segment's name and the error's position."""
 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from reliability_kit import (
+    BackgroundProducer,
     Outgoing,
     Trial,
     behavior,
+    consumed,
     create_source_topics,
+    kill9,
+    offline_profiles,
     produce,
     read_topic,
+    seeded_events,
     start_worker,
+    wait_for_profiles,
+    wait_until,
     worker_settings,
 )
 
@@ -129,3 +139,57 @@ def test_a_definition_change_re_evaluates_stored_users_without_new_events(
     assert latest["profile"]["segments"] == {} and latest["profile"]["behavior_counts"] == {
         "purchase": 1
     }  # no event was added: only the memberships changed
+
+
+MONOTONE = {"segments": [  # conditions that only ever turn true: one entry per user, no exit
+    {"name": "talkative", "description": "x", "enter": "profile.comment_count >= 5"},
+    {"name": "spender", "description": "x", "enter": "profile.purchase_value_sum > 150.0"},
+]}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_during_load_loses_and_doubles_no_transition(
+    seed: int, broker: Any, unique_name: Callable[[str], str], tmp_path: Path,
+    tiny_model_dir: Path,
+) -> None:  # fmt: skip
+    bootstrap = broker.bootstrap_servers
+    definitions = tmp_path / "segments.json"
+    definitions.write_text(json.dumps(MONOTONE))
+    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", tiny_model_dir,
+                               segments={"path": definitions},
+                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    create_source_topics(settings)
+    events = seeded_events(settings, seed, 50, 800)
+    kill_after = int(random.Random(seed).uniform(0.2, 0.8) * len(events))
+    worker = start_worker(settings, tmp_path / "worker.log")
+    producer = BackgroundProducer(bootstrap, events, pace_s=0.1)
+    producer.start()
+    wait_until(lambda: consumed(worker) >= kill_after, 60, f"{kill_after} events consumed")
+    kill9(worker)
+    restarted = start_worker(settings, tmp_path / "worker.log")
+    try:
+        sent = producer.result()
+        expected = offline_profiles(sent, tiny_model_dir)
+        wait_for_profiles(bootstrap, settings, expected, restarted)
+        raw = read_topic(bootstrap, settings.topics.segment_events, lambda r: False, 5)
+    finally:
+        restarted.stop()
+    transitions = _distinct(raw)
+    decided: dict[tuple[str, str], list[str]] = {}
+    for event in transitions:
+        decided.setdefault((event["user_id"], event["segment"]), []).append(event["transition"])
+    wanted = {
+        (user, name)
+        for user, profile in expected.items()
+        for name, holds in (
+            ("talkative", profile.comment_count >= 5),
+            ("spender", profile.purchase_value_sum > 150.0),
+        )
+        if holds
+    }
+    assert set(decided) == wanted  # no transition lost
+    assert all(t == ["entered"] for t in decided.values()), decided  # none decided twice
+    Trial(f"segments-kill9 seed={seed}", {"events": len(sent), "killed_after": kill_after,
+                                          "transitions": len(transitions),
+                                          "redelivered": len(raw) - len(transitions),
+                                          "result": "each crossing once"}).report()  # fmt: skip

@@ -21,6 +21,7 @@ from stream.segments import (
     MAX_SEGMENTS,
     SegmentDefinition,
     SegmentEvaluator,
+    SegmentMembers,
     compile_segments,
     load_segments,
     segment_events,
@@ -254,7 +255,9 @@ def test_a_sweep_decides_once_per_tick_and_re_emits_on_redelivery() -> None:
         def user_ids(self, record: SourceRecord) -> list[str]:
             return sorted(store.states)
 
-    evaluator = SegmentEvaluator(compile_segments([quiet]))
+    published: list[dict[str, int]] = []
+    evaluator = SegmentEvaluator(compile_segments([quiet]), members=SegmentMembers(
+        ["quiet"], published.append))  # fmt: skip
     sweep = SegmentSweep(Outputs(store, sink, metrics), Users(), evaluator, model_version="m1")
 
     def tick(offset: int, days: int) -> MicroBatch[SourceRecord]:
@@ -271,6 +274,7 @@ def test_a_sweep_decides_once_per_tick_and_re_emits_on_redelivery() -> None:
     assert first == repeat and (first["transition"], first["version"]) == ("entered", 4)
     assert store.states["ana"]["applied_offsets"] == {"app-segment-ticks:0": 1}
     assert [json.loads(u)["version"] for u in sink.updates] == [4, 4]
+    assert published == [{"quiet": 0}, {"quiet": 1}, {"quiet": 1}, {"quiet": 1}]  # per sweep
 
 
 def test_members_are_recounted_per_partition_and_follow_transitions() -> None:
