@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from models.contract.errors import EventError, InferenceError
+from stream.event_time import EVENT_TIME_OUT_OF_RANGE
 from stream.events import (
-    EVENT_TIME_OUT_OF_RANGE,
     HEADER_ERROR_DETAIL,
     HEADER_ERROR_REASON,
     BehaviorEvent,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from models.contract.errors import EventError
+from stream.event_time import parse_event_time
 from stream.events import (
     HEADER_ERROR_CLASS,
     HEADER_ERROR_DETAIL,
@@ -22,7 +23,6 @@ from stream.events import (
     dead_letter_headers,
     decode_behavior,
     decode_comment,
-    parse_event_time,
     replace_lone_surrogates,
 )
 
