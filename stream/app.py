@@ -26,9 +26,7 @@ delivers it again and the profiles skip what they had already applied (offsets i
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -40,6 +38,14 @@ from prometheus_client import CollectorRegistry
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
+from stream.app_hooks import (
+    BROKER_CHECK_INTERVAL_S,
+    PROGRESS_INTERVAL_S,
+    log_progress,
+    send_ticks,
+    track_readiness,
+    watch_broker,
+)
 from stream.committed_reads import MarkerCommitter
 from stream.erasure import ErasureProcessor
 from stream.faust_adapters import (
@@ -53,7 +59,7 @@ from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
-from stream.segment_sweep import SegmentSweep, tick_value
+from stream.segment_sweep import SegmentSweep
 from stream.segments import Segment, SegmentEvaluator, SegmentMembers, compiled_segments
 from stream.settings import KafkaSettings, Settings
 
@@ -73,12 +79,6 @@ logger = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 """Seconds between updates of ``portrait_consumer_lag_events``."""
-
-PROGRESS_INTERVAL_S = 60.0
-"""Seconds between two ``progress`` log lines of a running worker."""
-
-BROKER_CHECK_INTERVAL_S = 5.0
-"""Seconds between two broker checks of a running worker (``portrait_broker_reachable``)."""
 
 MARKER_INTERVAL_S = 5.0
 """Seconds between checks for trailing transaction markers (:class:`MarkerCommitter`); a
@@ -300,7 +300,7 @@ def create_app(
         app.agent(ticks, name="portrait.segment_sweep", supervisor_strategy=CrashingSupervisor)(
             sweep_agent
         )
-        _send_ticks(app, ticks, settings.segments.reevaluate_interval_s, evaluator.members)
+        send_ticks(app, ticks, settings.segments.reevaluate_interval_s, evaluator.members)
 
     sources = (topics.comments, topics.behavior, *repartition.values())
 
@@ -315,7 +315,7 @@ def create_app(
         await markers.tick(app.consumer, app.monitor)
 
     app.timer(interval=MARKER_INTERVAL_S, name="portrait.markers")(commit_past_markers)
-    _log_progress(app, metrics, sources)
+    log_progress(app, metrics, sources)
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "
         "max_batch_size=%d max_wait_s=%s",
@@ -323,101 +323,7 @@ def create_app(
         settings.batch.max_batch_size, settings.batch.max_wait_s,
     )  # fmt: skip
     if readiness is not None:
-        _track_readiness(app, readiness)
+        track_readiness(app, readiness)
         if broker_check is not None:
-            _check_broker(app, readiness, broker_check)
+            watch_broker(app, readiness, broker_check)
     return app
-
-
-def _check_broker(app: faust.App, readiness: Readiness, check: Callable[[], str | None]) -> None:
-    """Every :data:`BROKER_CHECK_INTERVAL_S`, run ``check`` on asyncio's default executor (not
-    the inference thread) and report its result; log when the broker stops or starts answering."""
-    state: dict[str, str | None] = {"problem": None}
-
-    async def broker() -> None:
-        problem = await asyncio.get_running_loop().run_in_executor(None, check)
-        readiness.broker(problem)
-        if problem != state["problem"]:
-            if problem is None:
-                logger.info("broker reachable again")
-            else:
-                logger.warning("broker not reachable reason=%s", problem)
-        state["problem"] = problem
-
-    app.timer(interval=BROKER_CHECK_INTERVAL_S, name="portrait.broker_check")(broker)
-
-
-def _send_ticks(
-    app: faust.App, ticks: faust.TopicT, interval_s: float, members: SegmentMembers | None
-) -> None:
-    """Write a segment tick (:func:`stream.segment_sweep.tick_value`, this wall clock) to every
-    partition of ``ticks`` this worker owns: after each completed rebalance and every
-    ``interval_s``."""
-    name = ticks.get_topic_name()
-
-    async def send() -> None:
-        now_ms = int(time.time() * 1000)
-        owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
-        for partition in owned:
-            await ticks.send(value=tick_value(now_ms), partition=partition)
-        logger.info("segment ticks sent partitions=%s now_ms=%d", owned, now_ms)
-
-    async def after_rebalance(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        if members is not None:  # counts of partitions moved elsewhere go; the sweep recounts
-            members.retain(tp.partition for tp in app.consumer.assignment() if tp.topic == name)
-        await send()
-
-    app.on_rebalance_complete.connect(after_rebalance)
-    app.timer(interval=interval_s, name="portrait.segment_ticks")(send)
-
-
-def _track_readiness(app: faust.App, readiness: Readiness) -> None:
-    """Ready after each completed rebalance (faust sends ``on_rebalance_complete`` once the
-    tables are recovered, just before the streams resume); not ready from a revocation on."""
-
-    async def revoked(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        readiness.not_ready("rebalancing")
-
-    async def stopping(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        readiness.not_ready("stopping")  # as soon as the app begins to stop
-
-    async def complete(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        readiness.ready()
-
-    app.on_partitions_revoked.connect(revoked)
-    app.on_before_shutdown.connect(stopping)
-    app.on_rebalance_complete.connect(complete)
-
-
-def _log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) -> None:
-    """A ``progress`` line every :data:`PROGRESS_INTERVAL_S` while events arrive, and a summary
-    when the worker stops."""
-    started = time.monotonic()
-    last: dict[str, int] = metrics.totals()  # no line until something happens
-
-    async def progress() -> None:
-        totals = metrics.totals()
-        if totals != last:  # quiet while idle
-            lag = metrics.set_consumer_lag(
-                app.monitor.tp_end_offsets, app.monitor.tp_committed_offsets, sources
-            )
-            logger.info(
-                "progress consumed=%d (+%d) dead_lettered=%d profile_updates=%d lag=%d "
-                "rerouted=%d",
-                totals["consumed"], totals["consumed"] - last.get("consumed", 0),
-                totals["dead_lettered"], totals["profile_updates"], sum(lag.values()),
-                totals["rerouted"],
-            )  # fmt: skip
-            last.update(totals)
-
-    async def summary(sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        totals = metrics.totals()
-        logger.info(
-            "worker stopping after %.0f s: consumed=%d dead_lettered=%d profile_updates=%d "
-            "duplicates_skipped=%d rerouted=%d",
-            time.monotonic() - started, totals["consumed"], totals["dead_lettered"],
-            totals["profile_updates"], totals["duplicates_skipped"], totals["rerouted"],
-        )  # fmt: skip
-
-    app.timer(interval=PROGRESS_INTERVAL_S, name="portrait.progress")(progress)
-    app.on_before_shutdown.connect(summary)

@@ -13,7 +13,7 @@ The gauge ``portrait_ready`` (1 ready, 0 not) carries the same state to dashboar
 ``WorkerDown`` can tell "waiting for the broker" (``portrait_ready`` 0, the target up) from dead
 (target down). ``portrait_broker_reachable`` (1 or 0) is the last broker check's result: at
 start-up every connection attempt, then a metadata request every
-:data:`stream.app.BROKER_CHECK_INTERVAL_S`; a running worker whose broker stops answering is
+:data:`stream.app_hooks.BROKER_CHECK_INTERVAL_S`; a running worker whose broker stops answering is
 not ready (``broker not reachable (<why>)``) until it answers again.
 """
 
