@@ -24,36 +24,20 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from filelock import BaseFileLock, FileLock, Timeout
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_never,
-    wait_exponential,
-)
 
 from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.protocol import Classifier
 from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
+from stream.broker_wait import check_broker, client_options, wait_for_broker_with_backoff
 from stream.health import HealthServer, Readiness, start_health_server
-from stream.kafka_admin import (
-    create_topics,
-    describe_topic_configs,
-    diagnose_bootstrap,
-    kafka_client_config,
-    wait_for_broker,
-)
+from stream.kafka_admin import create_topics, describe_topic_configs
 from stream.logs import rate_limit_noisy_loggers
 from stream.segments import compiled_segments
 from stream.settings import Settings
@@ -94,101 +78,6 @@ LOCK_FILE = ".portrait-worker.lock"
 """Held (an OS file lock) by the worker process that owns the state directory."""
 
 _PID_FILE = ".portrait-worker.pid"
-_BACKOFF_START_S = 1.0
-_BACKOFF_MAX_S = 30.0
-
-BROKER_CHECK_TIMEOUT_S = 3.0
-"""Seconds one broker check may take before the broker counts as not reachable."""
-
-
-def _client_config(settings: Settings) -> dict[str, Any]:
-    """kafka-python security options, without ``bootstrap_servers``."""
-    config: dict[str, Any] = dict(kafka_client_config(settings.kafka))
-    config.pop("bootstrap_servers", None)
-    return config
-
-
-@contextmanager
-def _client_logs_quiet() -> Iterator[None]:
-    """Silence kafka-python while waiting: it logs several lines per failed connection, and the
-    wait logs one line per attempt instead."""
-    client_logger = logging.getLogger("kafka")
-    level = client_logger.level
-    client_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        client_logger.setLevel(level)
-
-
-def wait_for_broker_with_backoff(
-    settings: Settings,
-    *,
-    attempt_timeout_s: float = 5.0,
-    max_attempts: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    on_result: Callable[[str | None], None] | None = None,
-) -> int:
-    """Block until the broker answers, retrying with backoff 1, 2, 4 ... 30 s (tenacity).
-
-    Each failed attempt logs one warning line (attempt number, next delay, why).
-
-    Args:
-        settings: Settings with bootstrap servers.
-        attempt_timeout_s: Seconds one attempt may take.
-        max_attempts: Give up after this many attempts; ``None`` = never give up.
-        sleep: Sleeps between attempts (injected in tests).
-        on_result: Called after every attempt with ``None`` (answered) or why not
-            (``Readiness.broker``).
-
-    Returns:
-        The number of attempts it took.
-
-    Raises:
-        ConfigError: No bootstrap servers are configured.
-        BrokerUnavailableError: ``max_attempts`` attempts failed.
-    """
-    servers = require_bootstrap_servers(settings)
-    report = on_result or (lambda problem: None)
-
-    def failed(state: RetryCallState) -> None:
-        problem = diagnose_bootstrap(servers)
-        report(problem)
-        next_s = state.upcoming_sleep
-        logger.warning(
-            "broker not reachable bootstrap_servers=%s attempt=%d retry_in_s=%.0f reason=%s",
-            servers, state.attempt_number, next_s, problem,
-        )  # fmt: skip
-
-    retrying = Retrying(
-        retry=retry_if_exception_type(BrokerUnavailableError),
-        wait=wait_exponential(multiplier=_BACKOFF_START_S, max=_BACKOFF_MAX_S),
-        stop=stop_never if max_attempts is None else stop_after_attempt(max_attempts),
-        before_sleep=failed,
-        sleep=sleep,
-        reraise=True,
-    )
-    for attempt in retrying:
-        with attempt, _client_logs_quiet():
-            wait_for_broker(servers, timeout_s=attempt_timeout_s, **_client_config(settings))
-    attempts = retrying.statistics["attempt_number"]
-    report(None)
-    if attempts > 1:
-        logger.info("broker reachable bootstrap_servers=%s attempt=%d", servers, attempts)
-    return int(attempts)
-
-
-def check_broker(settings: Settings, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> str | None:
-    """One check of a running worker's broker: ``None`` when it answers a metadata request
-    within ``timeout_s``, else why not (:func:`stream.kafka_admin.diagnose_bootstrap`, or
-    ``no answer`` when it accepts connections but does not answer)."""
-    servers = require_bootstrap_servers(settings)
-    try:
-        with _client_logs_quiet():
-            wait_for_broker(servers, timeout_s=timeout_s, **_client_config(settings))
-    except BrokerUnavailableError:
-        return diagnose_bootstrap(servers, timeout_s=min(timeout_s, 2.0)) or "no answer"
-    return None
 
 
 def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
@@ -198,7 +87,7 @@ def _partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=require_bootstrap_servers(settings),
-                                 **_client_config(settings))  # fmt: skip
+                                 **client_options(settings))  # fmt: skip
     except KafkaError as exc:
         raise BrokerUnavailableError(f"cannot reach the Kafka broker: {exc}") from exc
     try:
@@ -250,7 +139,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         ),
     ):
         created += create_topics(servers, names, topics.partitions, topics.replication_factor,
-                                 configs, **_client_config(settings))  # fmt: skip
+                                 configs, **client_options(settings))  # fmt: skip
     if topics.profile_updates not in created:
         _check_compaction(settings)
     ticks = [settings.segment_ticks_topic()] if settings.segments.path is not None else []
@@ -299,7 +188,7 @@ def _check_compaction(settings: Settings) -> None:
     topic = settings.topics.profile_updates
     try:
         reported = describe_topic_configs(
-            require_bootstrap_servers(settings), topic, **_client_config(settings)
+            require_bootstrap_servers(settings), topic, **client_options(settings)
         )
     except BrokerUnavailableError as exc:
         logger.info("cannot check the configs of topic=%s: %s", topic, exc)

@@ -32,11 +32,12 @@ from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.mixed import classify_with_clauses
 from models.contract.routing import load_model
 from stream.aggregate import apply_behavior, apply_comment
+from stream.broker_wait import wait_for_broker_with_backoff
 from stream.events import decode_behavior, decode_comment
 from stream.profile import Profile, ScoredComment
 from stream.settings import ProfileSettings, load_settings
 from stream.tools.broker import create_topics
-from stream.worker import ensure_topics, wait_for_broker_with_backoff
+from stream.worker import ensure_topics
 
 PARTITIONS = 2
 USERS = ("ana", "bo", "chen", "dana")
