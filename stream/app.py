@@ -59,8 +59,9 @@ from stream.metrics import Metrics
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
+from stream.segment_definitions import Segment, compiled_segments
 from stream.segment_sweep import SegmentSweep
-from stream.segments import Segment, SegmentEvaluator, SegmentMembers, compiled_segments
+from stream.segments import SegmentEvaluator, SegmentMembers
 from stream.settings import KafkaSettings, Settings
 
 __all__ = [

@@ -39,7 +39,7 @@ from stream.broker_wait import check_broker, client_options, wait_for_broker_wit
 from stream.health import HealthServer, Readiness, start_health_server
 from stream.kafka_admin import create_topics, describe_topic_configs
 from stream.logs import rate_limit_noisy_loggers
-from stream.segments import compiled_segments
+from stream.segment_definitions import compiled_segments
 from stream.settings import Settings
 
 __all__ = [

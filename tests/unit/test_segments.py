@@ -17,15 +17,13 @@ from stream.batching import MicroBatch
 from stream.metrics import Metrics
 from stream.processing import BehaviorProcessor, Outputs
 from stream.profile import DAY_MS, Profile
-from stream.segments import (
+from stream.segment_definitions import (
     MAX_SEGMENTS,
     SegmentDefinition,
-    SegmentEvaluator,
-    SegmentMembers,
     compile_segments,
     load_segments,
-    segment_events,
 )
+from stream.segments import SegmentEvaluator, SegmentMembers, segment_events
 from stream.settings import ProfileSettings
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
