@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from stream.batching import MicroBatch
+from stream.decoding import Decoding
 from stream.events import ErasureRequest, decode_erasure
 from stream.ports import BatchResult, ErasureLedger, Outputs
-from stream.processing import _Decoding
 from stream.records import SourceRecord
 
 __all__ = ["ErasureProcessor"]
@@ -17,7 +17,7 @@ __all__ = ["ErasureProcessor"]
 logger = logging.getLogger(__name__)
 
 
-class ErasureProcessor(_Decoding):
+class ErasureProcessor(Decoding):
     """``erasure.v1``: delete profiles, tombstone their updates, record the requests carried out.
 
     Args:

@@ -46,7 +46,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,29 +54,25 @@ from models.contract.mixed import ClauseBatch, MixedRule
 from models.contract.protocol import Classifier
 from stream.aggregate import apply_behavior, apply_comment, duplicate_reason
 from stream.batching import MicroBatch
+from stream.decoding import Decoding, Item
 from stream.events import (
     BehaviorEvent,
     CommentEvent,
-    ErasureRequest,
     ProfileUpdate,
     decode_behavior,
     decode_comment,
 )
 from stream.inference import InferenceRunner, RetryPolicy
-from stream.partitioner import user_partition
 from stream.ports import BatchResult, ErasureLedger, Outputs, ProfileStore, Sink
 from stream.profile import Profile, ScoredComment
 from stream.records import (
-    HEADER_REROUTED_FROM,
     INFERENCE_FAILED,
     KEY_MISMATCH,
-    WRONG_PARTITION,
     E,
     SourceRecord,
     check_event_time,
     check_key,
     dead_letter_record_headers,
-    decode_record,
 )
 from stream.segments import SegmentEvaluator, segment_events
 from stream.settings import MixedSettings, ProfileSettings
@@ -103,101 +98,11 @@ _DEFAULT_RETRY = RetryPolicy()
 _DEFAULT_MIXED = MixedSettings()
 
 
-@dataclass
-class _Item:
-    """One record's way through the batch: an event to apply, or an error to dead-letter."""
-
-    record: SourceRecord
-    event: CommentEvent | BehaviorEvent | ErasureRequest | None = None
-    error: EventError | InferenceError | None = None
-    probabilities: tuple[float, float, float] | None = None
-    mixed: bool = False
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Decoding:
-    """What every path does first and last: decode records, dead-letter the failed ones.
-
-    Args:
-        outputs: The table, topics and metrics.
-        pseudonymise: Maps a user id to the id stored and emitted (a
-            :class:`stream.privacy.Pseudonymiser`); ``None`` keeps user ids as they are.
-        partitions: Partitions of the source topics: a record off its key's partition is
-            dead-lettered (``wrong_partition``); ``None`` skips the check.
-        reroute_from: Source topics whose records off their key's partition are re-routed
-            (``Sink.send_rerouted``) instead; records of other topics (the repartition topics
-            themselves) are dead-lettered, so a record is re-routed at most once.
-    """
-
-    def __init__(
-        self,
-        outputs: Outputs,
-        *,
-        pseudonymise: Callable[[str], str] | None = None,
-        partitions: int | None = None,
-        reroute_from: Collection[str] = (),
-    ) -> None:
-        self._store = outputs.store
-        self._sink = outputs.sink
-        self._metrics = outputs.metrics
-        self._pseudonymise = pseudonymise
-        self._partitions = partitions
-        self._reroute_from = frozenset(reroute_from) if partitions is not None else frozenset()
-        self._rerouted_partitions: set[tuple[str, int]] = set()
-
-    def _decode(
-        self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
-    ) -> list[_Item]:
-        items = []
-        for record in records:
-            self._metrics.events_consumed.labels(topic=record.topic).inc()
-            try:
-                event = decode_record(record, decode, self._pseudonymise, self._partitions)
-                items.append(_Item(record, event=event))
-            except EventError as exc:
-                items.append(_Item(record, error=exc))
-        return items
-
-    def _divert(self, item: _Item) -> tuple[Awaitable[object], bool]:
-        """Re-route a record off its key's partition, if its topic allows; else dead-letter it.
-
-        Returns:
-            The broker confirmation to await, and whether the record was re-routed.
-        """
-        record, error = item.record, item.error
-        if not (isinstance(error, EventError) and error.reason == WRONG_PARTITION
-                and record.topic in self._reroute_from and record.key is not None):  # fmt: skip
-            return self._dead_letter(item), False
-        assert self._partitions is not None
-        partition = user_partition(record.key.decode("utf-8"), self._partitions)
-        self._metrics.events_rerouted.labels(topic=record.topic).inc()
-        log = logger.debug
-        if (record.topic, record.partition) not in self._rerouted_partitions:
-            self._rerouted_partitions.add((record.topic, record.partition))
-            log = logger.warning  # once per source partition: the producer's partitioner is off
-        log("re-routed to partition %d: record on the wrong partition topic=%s partition=%d "
-            "offset=%d (the producer does not partition by murmur2 of the key)",
-            partition, record.topic, record.partition, record.offset)  # fmt: skip
-        origin = f"{record.topic}:{record.partition}:{record.offset}".encode()
-        headers = [*record.headers, (HEADER_REROUTED_FROM, origin)]
-        return self._sink.send_rerouted(record, partition, headers), True
-
-    def _dead_letter(self, item: _Item) -> Awaitable[object]:
-        record, error = item.record, item.error
-        assert error is not None
-        reason = error.reason if isinstance(error, EventError) else INFERENCE_FAILED
-        self._metrics.events_dead_lettered.labels(topic=record.topic, reason=reason).inc()
-        logger.warning(
-            "dead-lettered topic=%s partition=%d offset=%d reason=%s error=%s",
-            record.topic, record.partition, record.offset, reason, type(error).__name__,
-        )  # fmt: skip
-        return self._sink.send_dead_letter(record, dead_letter_record_headers(record, error))
-
-
-class _ProfilePath(_Decoding):
+class _ProfilePath(Decoding):
     """Apply decoded events to profiles and emit one profile update per touched user.
 
     Args:
@@ -206,7 +111,7 @@ class _ProfilePath(_Decoding):
         model_version: ``model_version`` written into every profile update.
         log_user_ids: Whether user ids may appear in log lines.
         clock: Current time, timezone-aware UTC (``updated_at`` and end-to-end latency).
-        pseudonymise, partitions, reroute_from: As for :class:`_Decoding`.
+        pseudonymise, partitions, reroute_from: As for :class:`Decoding`.
         segments: Evaluated on every profile an applied event changed; its transitions go to
             ``segment-events.v1`` after the profile update (:mod:`stream.segments`).
     """
@@ -234,7 +139,7 @@ class _ProfilePath(_Decoding):
 
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
-    ) -> list[_Item]:
+    ) -> list[Item]:
         """Decode, then refuse event times implausibly far from this clock
         (:func:`stream.records.check_event_time`)."""
         items = super()._decode(records, decode)
@@ -251,7 +156,7 @@ class _ProfilePath(_Decoding):
         state = self._store.load(user_id, record)
         return Profile(user_id=user_id) if state is None else Profile.from_dict(state)
 
-    def _apply(self, profile: Profile, item: _Item) -> bool:
+    def _apply(self, profile: Profile, item: Item) -> bool:
         record, event = item.record, item.event
         where: dict[str, Any] = {
             "topic": record.topic, "partition": record.partition, "offset": record.offset,
@@ -268,7 +173,7 @@ class _ProfilePath(_Decoding):
         assert isinstance(event, BehaviorEvent)
         return apply_behavior(profile, event, **where)
 
-    async def _apply_and_emit(self, items: list[_Item]) -> BatchResult:
+    async def _apply_and_emit(self, items: list[Item]) -> BatchResult:
         deliveries: list[Awaitable[object]] = []
         profiles: dict[str, Profile] = {}
         last_record: dict[str, SourceRecord] = {}
