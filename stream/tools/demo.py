@@ -42,7 +42,7 @@ from stream.tools.broker import (
 )
 from stream.tools.demo_report import DemoResult, latency_percentiles, scrape_consumed
 from stream.tools.fidelity import profile_fidelity
-from stream.tools.follow import OutputFollower, assign_all, group_less_consumer, iter_records
+from stream.tools.follow import OutputFollower, read_segment_events
 from stream.tools.replay import records_from_events
 from stream.tools.simulate import Population, load_test_texts, simulate
 from stream.tools.worker_process import WorkerProcess, free_port
@@ -302,18 +302,10 @@ def _segment_events(settings: Settings) -> list[dict[str, Any]]:
     """Every transition on the segment-events topic, one per (user, segment, version)."""
     if settings.segments.path is None:
         return []
-    consumer = group_less_consumer(kafka_client_config(settings.kafka))
-    try:
-        if not consumer.partitions_for_topic(settings.topics.segment_events):
-            return []
-        assign_all(consumer, [settings.topics.segment_events])
-        kept: dict[tuple[str, str, int], dict[str, Any]] = {}
-        for record in iter_records(consumer, follow=False):
-            event = json.loads(record.value)
-            kept.setdefault((event["user_id"], event["segment"], event["version"]), event)
-        return list(kept.values())
-    finally:
-        consumer.close()
+    lines: list[str] = []
+    read_segment_events(kafka_client_config(settings.kafka), settings.topics.segment_events,
+                        emit=lines.append)  # fmt: skip
+    return [json.loads(line) for line in lines]
 
 
 def _consumed(settings: Settings) -> int | None:

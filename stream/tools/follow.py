@@ -29,6 +29,7 @@ __all__ = [
     "ProfileReceipt",
     "assign_all",
     "group_less_consumer",
+    "read_segment_events",
     "iter_records",
     "read_profiles",
 ]
@@ -320,3 +321,48 @@ def _events_in(profile: dict[str, Any]) -> int:
     """Comments plus behaviour events applied to a profile dict."""
     comments = int(profile.get("comment_count", 0))
     return comments + sum(int(n) for n in (profile.get("behavior_counts") or {}).values())
+
+
+def read_segment_events(
+    client_config: dict[str, Any],
+    topic: str,
+    *,
+    user_id: str | None = None,
+    follow: bool = False,
+    emit: Callable[[str], None] = print,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Print segment transitions (``segment-events.v1`` values) as JSON lines, once each.
+
+    The topic is at least once: a transition emitted again after a crash carries the same
+    ``version``; only the first of each (user, segment, version) is printed.
+
+    Args:
+        client_config: kafka-python connection options.
+        topic: the segment-events topic.
+        user_id: only this user's transitions (only the key's partition is read).
+        follow: keep following after catching up (until ``stop()`` is true, or Ctrl-C).
+        emit: where each JSON line goes.
+        stop: polled between fetches; True ends reading.
+
+    Returns:
+        Number of lines emitted.
+
+    Raises:
+        BrokerUnavailableError: the broker cannot be reached or the topic does not exist.
+    """
+    consumer = group_less_consumer(client_config)
+    seen: set[tuple[str, str, int]] = set()
+    try:
+        assign_all(consumer, [topic], key=user_id)
+        for record in iter_records(consumer, follow=follow, stop=stop):
+            if record.value is None or (user_id is not None and record.key != user_id.encode()):
+                continue
+            event = json.loads(record.value)
+            seen_key = (event["user_id"], event["segment"], event["version"])
+            if seen_key not in seen:
+                seen.add(seen_key)
+                emit(json.dumps(event, ensure_ascii=False))
+    finally:
+        consumer.close()
+    return len(seen)

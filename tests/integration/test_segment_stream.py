@@ -193,3 +193,51 @@ def test_kill_9_during_load_loses_and_doubles_no_transition(
                                           "transitions": len(transitions),
                                           "redelivered": len(raw) - len(transitions),
                                           "result": "each crossing once"}).report()  # fmt: skip
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_segments_walkthrough_runs_as_written(
+    broker: Any, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The README's segment file and event file, made by its own shell lines, replayed with
+    ``portrait replay`` to a worker on the committed model; ``portrait segment-events`` prints
+    the transitions the README promises."""
+    import os
+    import re
+
+    from stream.settings import DEFAULT_MODEL_DIR
+    from stream.tools.worker_process import settings_env
+
+    readme = README.read_text()
+    [segments] = re.findall(r"(cat > segments.yaml <<'EOF'\n.*?\nEOF\n)", readme, re.S)
+    [events] = re.findall(r"(now=\$\(date \+%s\)\ncat > segment-demo.jsonl <<EOF\n.*?\nEOF\n)",
+                          readme, re.S)  # fmt: skip
+    subprocess.run(["bash", "-euc", segments + events], cwd=tmp_path, check=True, timeout=30)
+    model = Path(os.environ.get("PORTRAIT_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    settings = worker_settings(broker.bootstrap_servers, unique_name, tmp_path / "state", model,
+                               segments={"path": tmp_path / "segments.yaml"},
+                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    create_source_topics(settings)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")},
+           **settings_env(settings)}  # fmt: skip
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        replayed = subprocess.run([*WORKER_COMMAND[:-1], "replay", "segment-demo.jsonl",
+                                   "--no-progress"], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+        assert replayed.returncode == 0, replayed.stderr
+        read_topic(settings.kafka.bootstrap_servers, settings.topics.segment_events,
+                   lambda r: len(_distinct(r)) >= 5, 90, settle_s=2.0)  # fmt: skip
+        printed = subprocess.run([*WORKER_COMMAND[:-1], "segment-events"], env=env,
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+    finally:
+        worker.stop()
+    assert printed.returncode == 0, printed.stderr
+    lines = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert {(e["user_id"], e["segment"], e["transition"]) for e in lines} == {
+        ("ana", "unhappy-customer", "entered"), ("ana", "complained-this-week", "entered"),
+        ("bo", "big-spender-gone-quiet", "entered"), ("cy", "loves-electronics-not-prices",
+                                                       "entered"),
+    }  # fmt: skip

@@ -230,7 +230,7 @@ def test_the_readme_segments_compile_and_decide(tmp_path: Path) -> None:
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "segments:" in b]
+    [block] = re.findall(r"cat > segments.yaml <<'EOF'\n(.*?)\nEOF\n", readme, re.S)
     path = tmp_path / "segments.yaml"
     path.write_text(block)
     evaluator, errors = _evaluator(*load_segments(path))

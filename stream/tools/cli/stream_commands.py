@@ -211,6 +211,45 @@ def profiles(
         raise typer.Exit(1)
 
 
+@app.command("segment-events")
+def segment_events(
+    user: Annotated[str | None, typer.Option(help="Print only this user's transitions.")] = None,
+    follow: Annotated[
+        bool, typer.Option(help="Keep printing new transitions after catching up (Ctrl-C ends).")
+    ] = False,
+    verbose: bool = False,
+) -> None:
+    """Print segment transitions from PORTRAIT_TOPICS__SEGMENT_EVENTS as JSON lines.
+
+    One line per (user, segment, profile version): a transition the worker emitted again after a
+    crash is printed once. Reads from the beginning until caught up, then exits (or follows with
+    --follow). With --user, reads only that user's key partition (the id is hashed first when
+    pseudonymisation is on); exit code 1 when nothing was found.
+    """
+    configure_logging(verbose)
+    quiet_kafka_clients(verbose)
+    from models.contract.errors import BrokerUnavailableError
+    from stream.privacy import Pseudonymiser
+    from stream.tools.broker import kafka_client_config
+    from stream.tools.follow import read_segment_events
+
+    settings = broker_settings_or_exit()
+    key = None if user is None else Pseudonymiser(settings.pseudonymisation)(user)
+    try:
+        emitted = read_segment_events(
+            kafka_client_config(settings.kafka), settings.topics.segment_events,
+            user_id=key, follow=follow, emit=typer.echo,
+        )  # fmt: skip
+    except BrokerUnavailableError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        return
+    if emitted == 0:
+        typer.echo("no segment transitions" + (f" for user {user!r}" if user else ""), err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def forget(
     user_id: Annotated[
