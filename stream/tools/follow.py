@@ -337,16 +337,8 @@ def read_segment_events(
     The topic is at least once: a transition emitted again after a crash carries the same
     ``version``; only the first of each (user, segment, version) is printed.
 
-    Args:
-        client_config: kafka-python connection options.
-        topic: the segment-events topic.
-        user_id: only this user's transitions (only the key's partition is read).
-        follow: keep following after catching up (until ``stop()`` is true, or Ctrl-C).
-        emit: where each JSON line goes.
-        stop: polled between fetches; True ends reading.
-
-    Returns:
-        Number of lines emitted.
+    The arguments are those of :func:`read_profiles`, with ``topic`` the segment-events topic
+    and ``user_id`` selecting that user's transitions; returns the number of lines emitted.
 
     Raises:
         BrokerUnavailableError: the broker cannot be reached or the topic does not exist.

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -187,28 +187,37 @@ def profiles(
     pseudonymisation on, the id typed is hashed first, as the worker stores it); exit code 1 when
     the user has none. The broker is PORTRAIT_KAFKA__BOOTSTRAP_SERVERS.
     """
+    from stream.tools.follow import read_profiles
+
+    emitted = _read_topic(read_profiles, "profile_updates", user, follow, verbose)
+    if user is not None and emitted == 0:
+        typer.echo(f"no profile for user {user!r}", err=True)
+        raise typer.Exit(1)
+
+
+def _read_topic(read: Any, topic_field: str, user: str | None, follow: bool,
+                verbose: bool) -> int:  # fmt: skip
+    """Run a ``stream.tools.follow`` reader on ``PORTRAIT_TOPICS__<topic_field>``, printing its
+    lines; the user id is pseudonymised as the worker stores it. Returns the lines printed (-1
+    after Ctrl-C); exits with code 1 when the broker cannot be reached."""
     configure_logging(verbose)
     quiet_kafka_clients(verbose)
     from models.contract.errors import BrokerUnavailableError
     from stream.privacy import Pseudonymiser
     from stream.tools.broker import kafka_client_config
-    from stream.tools.follow import read_profiles
 
     settings = broker_settings_or_exit()
     key = None if user is None else Pseudonymiser(settings.pseudonymisation)(user)
     try:
-        emitted = read_profiles(
-            kafka_client_config(settings.kafka), settings.topics.profile_updates,
-            user_id=key, follow=follow, emit=typer.echo,
-        )  # fmt: skip
+        emitted: int = read(kafka_client_config(settings.kafka),
+                            getattr(settings.topics, topic_field), user_id=key, follow=follow,
+                            emit=typer.echo)  # fmt: skip
     except BrokerUnavailableError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
     except KeyboardInterrupt:
-        return
-    if user is not None and emitted == 0:
-        typer.echo(f"no profile for user {user!r}", err=True)
-        raise typer.Exit(1)
+        return -1
+    return emitted
 
 
 @app.command("segment-events")
@@ -226,26 +235,9 @@ def segment_events(
     --follow). With --user, reads only that user's key partition (the id is hashed first when
     pseudonymisation is on); exit code 1 when nothing was found.
     """
-    configure_logging(verbose)
-    quiet_kafka_clients(verbose)
-    from models.contract.errors import BrokerUnavailableError
-    from stream.privacy import Pseudonymiser
-    from stream.tools.broker import kafka_client_config
     from stream.tools.follow import read_segment_events
 
-    settings = broker_settings_or_exit()
-    key = None if user is None else Pseudonymiser(settings.pseudonymisation)(user)
-    try:
-        emitted = read_segment_events(
-            kafka_client_config(settings.kafka), settings.topics.segment_events,
-            user_id=key, follow=follow, emit=typer.echo,
-        )  # fmt: skip
-    except BrokerUnavailableError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
-    except KeyboardInterrupt:
-        return
-    if emitted == 0:
+    if _read_topic(read_segment_events, "segment_events", user, follow, verbose) == 0:
         typer.echo("no segment transitions" + (f" for user {user!r}" if user else ""), err=True)
         raise typer.Exit(1)
 
