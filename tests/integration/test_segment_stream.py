@@ -31,6 +31,7 @@ from reliability_kit import (
     worker_settings,
 )
 
+from stream.settings import Settings
 from stream.tools.worker_process import WORKER_COMMAND
 
 SEGMENTS = {"segments": [
@@ -42,6 +43,14 @@ SEGMENTS = {"segments": [
 
 def _version(updates: list[Any]) -> int:
     return max((json.loads(r.value)["version"] for r in updates if r.value), default=0)
+
+
+def _settings(bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, model: Path,
+              definitions: Path) -> Settings:  # fmt: skip
+    """A test worker's settings with the segments of ``definitions`` and its own topic for them."""
+    return worker_settings(bootstrap, unique_name, tmp_path / "state", model,
+                           segments={"path": definitions},
+                           topics={"segment_events": unique_name("segments")})  # fmt: skip
 
 
 def _distinct(records: list[Any]) -> list[dict[str, Any]]:
@@ -59,9 +68,7 @@ def test_transitions_appear_once_per_crossing(
     bootstrap = broker.bootstrap_servers
     definitions = tmp_path / "segments.json"
     definitions.write_text(json.dumps(SEGMENTS))
-    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", tiny_model_dir,
-                               segments={"path": definitions},
-                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    settings = _settings(bootstrap, unique_name, tmp_path, tiny_model_dir, definitions)
     create_source_topics(settings)
     steps = [("purchase", 60.0), ("purchase", 60.0), ("view", None), ("return", None)]
     events = [behavior(i, "sam", action, **({"value": value} if value else {}))
@@ -105,9 +112,7 @@ def test_a_definition_change_re_evaluates_stored_users_without_new_events(
 ) -> None:
     bootstrap = broker.bootstrap_servers
     definitions = tmp_path / "segments.json"
-    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", tiny_model_dir,
-                               segments={"path": definitions},
-                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    settings = _settings(bootstrap, unique_name, tmp_path, tiny_model_dir, definitions)
     create_source_topics(settings)
     spender = {"name": "spender", "description": "x", "enter": "profile.purchase_value_sum > 100.0"}
     definitions.write_text(json.dumps({"segments": [spender]}))
@@ -155,9 +160,7 @@ def test_kill_9_during_load_loses_and_doubles_no_transition(
     bootstrap = broker.bootstrap_servers
     definitions = tmp_path / "segments.json"
     definitions.write_text(json.dumps(MONOTONE))
-    settings = worker_settings(bootstrap, unique_name, tmp_path / "state", tiny_model_dir,
-                               segments={"path": definitions},
-                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    settings = _settings(bootstrap, unique_name, tmp_path, tiny_model_dir, definitions)
     create_source_topics(settings)
     events = seeded_events(settings, seed, 50, 800)
     kill_after = int(random.Random(seed).uniform(0.2, 0.8) * len(events))
@@ -216,9 +219,9 @@ def test_the_readme_segments_walkthrough_runs_as_written(
                           readme, re.S)  # fmt: skip
     subprocess.run(["bash", "-euc", segments + events], cwd=tmp_path, check=True, timeout=30)
     model = Path(os.environ.get("PORTRAIT_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
-    settings = worker_settings(broker.bootstrap_servers, unique_name, tmp_path / "state", model,
-                               segments={"path": tmp_path / "segments.yaml"},
-                               topics={"segment_events": unique_name("segments")})  # fmt: skip
+    settings = _settings(
+        broker.bootstrap_servers, unique_name, tmp_path, model, tmp_path / "segments.yaml"
+    )
     create_source_topics(settings)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")},
            **settings_env(settings)}  # fmt: skip
