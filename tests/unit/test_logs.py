@@ -51,3 +51,15 @@ def test_the_worker_rate_limits_fausts_producer_logger(caplog: pytest.LogCapture
         for n in range(500):
             producer.warning("producer buffer full size %d", n)
     assert len([r for r in caplog.records if "buffer full" in r.getMessage()]) == 1
+
+
+def test_aiokafka_connection_errors_while_the_broker_is_down_collapse_into_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rate_limit_noisy_loggers()
+    client = logging.getLogger("aiokafka.client")  # what a worker logged 2,454 times in 36 s
+    with caplog.at_level(logging.INFO, logger=client.name):
+        for n in range(2454):
+            client.error("Unable connect to node with id %d: [Errno 111] Connect call failed "
+                         "('127.0.0.1', 19092)", 111 + n % 3)  # fmt: skip
+    assert len([r for r in caplog.records if r.name == "aiokafka.client"]) == 1
