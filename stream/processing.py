@@ -164,7 +164,7 @@ class _ProfilePath(Decoding):
         }  # fmt: skip
         if isinstance(event, CommentEvent):
             assert item.probabilities is not None
-            scored = ScoredComment(event, item.probabilities, item.mixed)
+            scored = ScoredComment(event, item.probabilities, item.mixed, self._model_version)
             applied = apply_comment(profile, scored, **where)
             self._metrics.predictions.labels(label=scored.label).inc()
             if applied and scored.mixed:

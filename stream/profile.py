@@ -120,6 +120,7 @@ class ScoredComment:
             (within 1e-3); numpy scalars are converted to ``float``.
         mixed: Whether its clauses carry confident opposite polarities
             (:meth:`models.contract.mixed.MixedRule.is_mixed`); default False.
+        model_version: ``model_version`` of the model that produced ``probabilities``.
 
     Raises:
         ValueError: ``probabilities`` is not three finite numbers in [0, 1] summing to 1.
@@ -128,6 +129,7 @@ class ScoredComment:
     event: CommentEvent
     probabilities: tuple[float, float, float]
     mixed: bool = False
+    model_version: str | None = None
 
     def __post_init__(self) -> None:
         probs = tuple(float(p) for p in self.probabilities)
@@ -192,6 +194,9 @@ class RecentComment:
         probabilities: ``(p_negative, p_neutral, p_positive)``.
         event_time_ms: Event time, epoch milliseconds.
         mixed: Whether the comment was mixed (clauses of confident opposite polarity).
+        source: ``"topic:partition:offset"`` of the comment's record, where its text can be read
+            back while the topic keeps it (``None`` in states written before it was kept).
+        model_version: ``model_version`` of the model that scored it (``None`` likewise).
     """
 
     event_id: str
@@ -199,6 +204,8 @@ class RecentComment:
     probabilities: tuple[float, float, float]
     event_time_ms: int
     mixed: bool = False
+    source: str | None = None
+    model_version: str | None = None
 
 
 @dataclass

@@ -273,7 +273,8 @@ def offline_profiles(
         profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
         if isinstance(event, CommentEvent):
             result = classify_with_clauses(classifier, [event.text])[0]
-            apply_comment(profile, ScoredComment(event, result.probabilities, result.mixed),
+            apply_comment(profile, ScoredComment(event, result.probabilities, result.mixed,
+                                                 classifier.model_version),
                           **where)  # fmt: skip
         else:
             apply_behavior(profile, event, **where)

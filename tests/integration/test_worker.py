@@ -190,7 +190,9 @@ def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
         if "comments" in topic:
             event = decode_comment(value)
             result = classify_with_clauses(classifier, [event.text])[0]
-            scored = ScoredComment(event, result.probabilities, result.mixed)
+            scored = ScoredComment(
+                event, result.probabilities, result.mixed, classifier.model_version
+            )
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
             apply_comment(profile, scored, **where)
         else:

@@ -149,10 +149,19 @@ def _assert_same(a: Any, b: Any, path: str = "") -> None:
         assert a == b, path
 
 
+def _content(profile: Profile) -> dict[str, Any]:
+    """The profile without the records' positions: a recent comment's ``source`` names the offset
+    it arrived at, which here is its place in the arrival order."""
+    data = profile.to_dict()
+    for comment in data["recent_comments"]:
+        del comment["source"]
+    return data
+
+
 def test_every_arrival_order_gives_the_same_profile() -> None:
-    reference = apply_all([C1, C2, C3, B2, B1]).to_dict()  # event-time order
+    reference = _content(apply_all([C1, C2, C3, B2, B1]))  # event-time order
     for order in itertools.permutations([C1, C2, C3, B1, B2]):
-        _assert_same(apply_all(list(order)).to_dict(), reference)
+        _assert_same(_content(apply_all(list(order))), reference)
 
 
 def test_random_stream_shuffled_equals_in_order_and_direct_formula() -> None:
@@ -166,7 +175,7 @@ def test_random_stream_shuffled_equals_in_order_and_direct_formula() -> None:
     in_order = apply_all(sorted(items, key=lambda s: s.event.event_time))
     shuffled = items[:]
     rng.shuffle(shuffled)
-    _assert_same(apply_all(shuffled).to_dict(), in_order.to_dict())
+    _assert_same(_content(apply_all(shuffled)), _content(in_order))
     # the definition, computed directly: weights relative to the latest event time
     t_ref = max(s.event.event_time_ms for s in items)
     w = [2.0 ** ((s.event.event_time_ms - t_ref) / 1000 / 3600) for s in items]

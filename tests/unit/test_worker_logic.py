@@ -197,8 +197,9 @@ def offline_profiles(recs: Sequence[SourceRecord], classifier: Any = None) -> di
         if r.topic == COMMENTS:
             event = decode_comment(r.value)
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
-            result = classify_with_clauses(classifier or FakeClassifier(), [event.text])[0]
-            scored = ScoredComment(event, result.probabilities, result.mixed)
+            model = classifier or FakeClassifier()
+            result = classify_with_clauses(model, [event.text])[0]
+            scored = ScoredComment(event, result.probabilities, result.mixed, model.model_version)
             apply_comment(profile, scored, settings=settings, **where)  # type: ignore[arg-type]
         else:
             b = decode_behavior(r.value)
