@@ -246,6 +246,7 @@ def create_app(
         evaluator = SegmentEvaluator(
             segments, lambda name: metrics.segment_errors.labels(segment=name).inc(),
             SegmentMembers(names, publish),
+            lambda t: metrics.count_segment_transition(t.segment, t.transition),
         )  # fmt: skip
     table = app.Table(TABLE_NAME, partitions=topics.partitions, key_type=bytes,
                       help="Profile.to_dict() per user id")  # fmt: skip

@@ -169,6 +169,17 @@ class Metrics:
             ["topic"],
             **kw,
         )
+        self._segment_transition_series: dict[tuple[str, str], Any] = {}
+
+    def count_segment_transition(self, segment: str, transition: str) -> None:
+        """Count one transition in ``portrait_segment_transitions_total``; the labelled series
+        are looked up once each (a micro-batch can decide many transitions)."""
+        key = (segment, transition)
+        series = self._segment_transition_series.get(key)
+        if series is None:
+            series = self.segment_transitions.labels(segment=segment, transition=transition)
+            self._segment_transition_series[key] = series
+        series.inc()
 
     def set_model_info(
         self, model_version: str, provider: str, device: str, *, requested_device: str

@@ -214,7 +214,7 @@ class _ProfilePath(Decoding):
                 model_version=self._model_version, profile=state,
             )  # fmt: skip
             deliveries.append(self._sink.send_profile_update(user_id, update.to_json_bytes()))
-            for value in segment_events(profile):  # again after a redelivery: same version
+            for value in segment_events(profile, state):  # again after a redelivery: same version
                 deliveries.append(self._sink.send_segment_event(user_id, value))
             if self._log_user_ids:
                 logger.debug("profile update user_id=%s version=%d", user_id, update.version)
@@ -229,11 +229,7 @@ class _ProfilePath(Decoding):
         self, profile: Profile, state: dict[str, Any], now: datetime, partition: int
     ) -> None:
         assert self._segments is not None
-        now_ms = int(now.timestamp() * 1000)
-        for transition in self._segments.decide(profile, state, now_ms, partition):
-            self._metrics.segment_transitions.labels(
-                segment=transition.segment, transition=transition.transition
-            ).inc()
+        self._segments.decide(profile, state, int(now.timestamp() * 1000), partition)
 
     def _observe_emitted(self, updates: int, event_times: list[datetime]) -> None:
         self._metrics.profile_updates.inc(updates)

@@ -267,8 +267,10 @@ class Profile:
             not counted there (the same whatever order events arrive in).
         segments: Segment name -> version of the definition the user is a member under
             (:mod:`stream.segments`; empty without segments).
-        segment_transitions: The segment transitions decided at ``version`` (``Transition``
-            dicts), kept so that a redelivered batch emits the same ones again.
+        segment_transitions: The segment transitions decided at ``version``
+            (``Transition.to_stored()``: segment, direction, definition version and the names of
+            the fields the conditions read, whose values are this profile's), kept so that a
+            redelivered batch emits the same ones again.
         schema: Layout version, :data:`SCHEMA_VERSION`.
     """
 

@@ -130,10 +130,6 @@ class SegmentSweep:
                 if not transitions:
                     members.update(profile.segments.keys())
                     continue
-                for transition in transitions:
-                    self._metrics.segment_transitions.labels(
-                        segment=transition.segment, transition=transition.transition
-                    ).inc()
                 profile.version += 1
                 profile.applied_offsets[where] = record.offset
                 state = profile.to_dict()
@@ -158,5 +154,5 @@ class SegmentSweep:
                                profile=state)  # fmt: skip
         sends = [self._sink.send_profile_update(profile.user_id, update.to_json_bytes())]
         sends += [self._sink.send_segment_event(profile.user_id, value)
-                  for value in segment_events(profile)]  # fmt: skip
+                  for value in segment_events(profile, state)]  # fmt: skip
         return sends

@@ -69,16 +69,29 @@ class Transition:
     definition_version: str
     values: dict[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
+    def to_stored(self) -> dict[str, Any]:
+        """What the profile keeps of it (``Profile.segment_transitions``): the values' field
+        names, not the values. The profile stored with it holds those values, so
+        :func:`segment_events` reads them back from it; the profile stays small (a window
+        condition reads the 30 ``daily`` buckets)."""
         return {"segment": self.segment, "transition": self.transition,
-                "definition_version": self.definition_version, "values": self.values}  # fmt: skip
+                "definition_version": self.definition_version,
+                "fields": list(self.values)}  # fmt: skip
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Transition:
-        """Inverse of :meth:`to_dict`."""
+    def from_stored(cls, data: Mapping[str, Any], state: Mapping[str, Any]) -> Transition:
+        """Inverse of :meth:`to_stored`, the values read from ``state`` (the profile stored with
+        it, ``Profile.to_dict()``); a transition stored with its ``values`` keeps them."""
+        values = data.get("values")
+        if values is None:
+            values = {k: state.get(k) for k in data["fields"]}
         return cls(data["segment"], data["transition"], data["definition_version"],
-                   dict(data["values"]))  # fmt: skip
+                   dict(values))  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the fields of ``segment-events.v1`` that describe the transition)."""
+        return {"segment": self.segment, "transition": self.transition,
+                "definition_version": self.definition_version, "values": self.values}  # fmt: skip
 
 
 class SegmentMembers:
@@ -89,39 +102,44 @@ class SegmentMembers:
 
     Args:
         names: The defined segments' names (a gauge per name, 0 without members).
-        publish: Called with ``{segment: members}`` after each change (sets the gauge).
+        publish: Called with ``{segment: members}`` for the segments whose count may have changed
+            (every segment after a re-count or a rebalance; one after a transition); sets the
+            gauge.
     """
 
     def __init__(self, names: Iterable[str], publish: Callable[[dict[str, int]], None]) -> None:
         self._names = list(names)
         self._publish = publish
         self._counts: dict[int, Counter[str]] = {}
+        self._total: Counter[str] = Counter()
 
     def count_partition(self, partition: int, members: Counter[str]) -> None:
         """Set a partition's member counts (from a full re-evaluation of it)."""
         self._counts[partition] = Counter(members)
-        self._update()
+        self._recount()
 
     def transition(self, partition: int, transition: Transition) -> None:
         """Count one transition decided in ``partition``."""
-        counts = self._counts.setdefault(partition, Counter())
-        counts[transition.segment] += 1 if transition.transition == "entered" else -1
-        self._update()
+        step = 1 if transition.transition == "entered" else -1
+        self._counts.setdefault(partition, Counter())[transition.segment] += step
+        self._total[transition.segment] += step
+        if transition.segment in self._names:
+            self._publish({transition.segment: max(0, self._total[transition.segment])})
 
     def retain(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns (after a rebalance)."""
         keep = set(partitions)
         self._counts = {p: c for p, c in self._counts.items() if p in keep}
-        self._update()
+        self._recount()
 
     def totals(self) -> dict[str, int]:
         """``{segment: members}`` over the owned partitions, for every defined segment."""
-        total: Counter[str] = Counter()
-        for counts in self._counts.values():
-            total.update(counts)
-        return {name: max(0, total[name]) for name in self._names}
+        return {name: max(0, self._total[name]) for name in self._names}
 
-    def _update(self) -> None:
+    def _recount(self) -> None:
+        self._total = Counter()
+        for counts in self._counts.values():
+            self._total.update(counts)
         self._publish(self.totals())
 
 
@@ -132,6 +150,8 @@ class SegmentEvaluator:
         segments: Compiled segments (:func:`compile_segments`).
         on_error: Called with the segment's name when a condition fails for a profile.
         members: Counts members per segment (``None``: not counted).
+        on_transition: Called with each transition :meth:`decide` decides (counts
+            ``portrait_segment_transitions_total``).
     """
 
     def __init__(
@@ -139,10 +159,12 @@ class SegmentEvaluator:
         segments: Iterable[Segment],
         on_error: Callable[[str], None] = lambda name: None,
         members: SegmentMembers | None = None,
+        on_transition: Callable[[Transition], None] = lambda transition: None,
     ) -> None:
         self.segments = list(segments)
         self.members = members
         self._on_error = on_error
+        self._on_transition = on_transition
         wanted: set[str] = set()
         self._whole = False
         for segment in self.segments:
@@ -150,7 +172,15 @@ class SegmentEvaluator:
                 self._whole = True
             else:
                 wanted |= segment.fields
-        self._wanted = frozenset(wanted)
+        self._wanted = tuple(sorted(wanted))
+        self._names = frozenset(segment.definition.name for segment in self.segments)
+        # (name, version, condition for non-members, for members, does true mean "leave"?,
+        # the fields a transition reports (None: the whole view)), per segment, in order
+        self._plan = [
+            (s.definition.name, s.version, s.enter, s.exit if s.exit is not None else s.enter,
+             s.exit is not None, None if s.fields is None else tuple(sorted(s.fields)))
+            for s in self.segments
+        ]  # fmt: skip
 
     def evaluate(
         self, profile: Mapping[str, Any], memberships: dict[str, str], now_ms: int
@@ -168,7 +198,7 @@ class SegmentEvaluator:
         Returns:
             The transitions, in definition order.
         """
-        if not self.segments:
+        if not self._plan:
             return []
         view = dict(profile) if self._whole else {k: profile.get(k) for k in self._wanted}
         context = cel.Context()
@@ -176,29 +206,26 @@ class SegmentEvaluator:
         context.add_variable("now_ms", now_ms)
         context.add_function("sum", _sum)
         transitions = []
-        for segment in self.segments:
-            name = segment.definition.name
+        for name, version, enter, stay, exit_when_true, fields in self._plan:
             member = name in memberships
             try:
-                if member:
-                    condition = segment.exit if segment.exit is not None else segment.enter
-                    decided = bool(condition.execute(context)) != (segment.exit is None)
-                else:
-                    decided = bool(segment.enter.execute(context))
+                # a member leaves when ``exit`` is true, or (no ``exit``) when ``enter`` is false
+                decided = (bool(stay.execute(context)) == exit_when_true if member
+                           else bool(enter.execute(context)))  # fmt: skip
             except Exception:  # a CEL runtime error (missing key, no such overload, ...)
                 self._on_error(name)
                 continue
             if not decided:
                 if member:
-                    memberships[name] = segment.version
+                    memberships[name] = version
                 continue
-            values = {k: view.get(k) for k in sorted(segment.fields or view)}
+            values = {k: view.get(k) for k in (sorted(view) if fields is None else fields)}
             if member:
                 del memberships[name]
-                transitions.append(Transition(name, "exited", segment.version, values))
+                transitions.append(Transition(name, "exited", version, values))
             else:
-                memberships[name] = segment.version
-                transitions.append(Transition(name, "entered", segment.version, values))
+                memberships[name] = version
+                transitions.append(Transition(name, "entered", version, values))
         return transitions
 
     def decide(
@@ -221,12 +248,13 @@ class SegmentEvaluator:
         Returns:
             The transitions decided.
         """
-        transitions = self.removed(profile.segments)
+        transitions = self.removed(profile.segments) if profile.segments else []
         transitions += self.evaluate(state, profile.segments, now_ms)
-        if self.members is not None and partition is not None:
-            for transition in transitions:
+        for transition in transitions:
+            self._on_transition(transition)
+            if self.members is not None and partition is not None:
                 self.members.transition(partition, transition)
-        profile.segment_transitions = [t.to_dict() for t in transitions]
+        profile.segment_transitions = [t.to_stored() for t in transitions]
         state["segments"] = dict(profile.segments)
         state["segment_transitions"] = list(profile.segment_transitions)
         return transitions
@@ -234,27 +262,30 @@ class SegmentEvaluator:
     def removed(self, memberships: dict[str, str]) -> list[Transition]:
         """``exited`` transitions for memberships of segments that are no longer defined
         (removed from the file), applied to ``memberships``."""
-        defined = {segment.definition.name for segment in self.segments}
-        gone = [name for name in memberships if name not in defined]
+        gone = [name for name in memberships if name not in self._names]
         transitions = [Transition(name, "exited", memberships.pop(name), {}) for name in gone]
         return transitions
 
 
-def segment_events(profile: Profile) -> list[bytes]:
+def segment_events(profile: Profile, state: Mapping[str, Any]) -> list[bytes]:
     """The ``segment-events.v1`` values of the transitions decided at the profile's version.
 
     Args:
         profile: A profile whose ``segment_transitions`` were set by
             :meth:`SegmentEvaluator.decide` (possibly in an earlier run: a redelivery).
+        state: ``profile.to_dict()`` as stored at that version: the values the transitions
+            report are read from it.
 
     Returns:
         One UTF-8 JSON value per transition (:class:`stream.events.SegmentEvent`), in order.
     """
+    if not profile.segment_transitions:
+        return []
     when = None
     if profile.last_event_time_ms is not None:
         when = datetime.fromtimestamp(profile.last_event_time_ms / 1000, UTC)
     return [
         SegmentEvent(user_id=profile.user_id, version=profile.version, event_time=when,
-                     **Transition.from_dict(t).to_dict()).to_json_bytes()
+                     **Transition.from_stored(t, state).to_dict()).to_json_bytes()
         for t in profile.segment_transitions
     ]  # fmt: skip

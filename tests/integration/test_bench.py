@@ -60,6 +60,10 @@ def test_quick_bench_writes_every_section(
     with_segments = results["state_segments"]  # the same run with 20 segments, side by side
     assert with_segments["segments"] == 20 and with_segments["users"] == 500
     assert with_segments["updates_per_s"] > 0 and "cost_share" in with_segments
+    assert with_segments["segment_transitions"] > 0  # users entered segments: events were sent
+    alone = results["state_conditions"]  # the same conditions, no profile entering
+    assert alone["segments"] == 20 and alone["segment_transitions"] == 0
+    assert alone["updates_per_s"] > 0 and "20 segment conditions cost < 25%" in results["targets"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert "c/a" in done.stdout and "state-only mode" in done.stdout
     assert "a/a_baseline" in done.stdout

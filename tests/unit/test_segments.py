@@ -195,7 +195,8 @@ def test_in_the_stream_a_transition_is_stored_and_re_emitted_on_redelivery() -> 
     spender = SegmentDefinition(name="spender", description="x",
                                 enter="profile.purchase_value_sum > 100.0")  # fmt: skip
     metrics, sink, store = Metrics(CollectorRegistry()), _Sink(), _Store()
-    evaluator = SegmentEvaluator(compile_segments([spender]))
+    evaluator = SegmentEvaluator(compile_segments([spender]), on_transition=lambda t: (
+        metrics.count_segment_transition(t.segment, t.transition)))  # fmt: skip
     path = BehaviorProcessor(Outputs(store, sink, metrics), profile_settings=ProfileSettings(),
                              model_version="m1", segments=evaluator)  # fmt: skip
     event = {"event_id": "b1", "user_id": "ana", "action": "purchase", "value": 150.0,
@@ -223,7 +224,7 @@ def test_in_the_stream_a_transition_is_stored_and_re_emitted_on_redelivery() -> 
 
 
 def test_segment_events_of_a_profile_without_transitions_is_empty() -> None:
-    assert segment_events(Profile(user_id="u")) == []
+    assert segment_events(Profile(user_id="u"), {}) == []
 
 
 def test_the_readme_segments_compile_and_decide(tmp_path: Path) -> None:
@@ -286,7 +287,8 @@ def test_members_are_recounted_per_partition_and_follow_transitions() -> None:
     members.count_partition(1, Counter({"a": 1, "b": 2}))
     members.transition(1, Transition("b", "exited", "v", {}))
     members.transition(0, Transition("b", "entered", "v", {}))
-    assert published[-1] == {"a": 4, "b": 2}
+    assert published[-2:] == [{"b": 1}, {"b": 2}]  # a transition publishes its segment only
+    assert members.totals() == {"a": 4, "b": 2}
     members.retain([0])  # partition 1 moved to another worker
     assert published[-1] == {"a": 3, "b": 1}
     members.count_partition(0, Counter({"a": 2}))  # a sweep recounts it

@@ -40,6 +40,12 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     if state and state.get("peak_rss_bytes"):
         rss = state["peak_rss_bytes"]
         checks["state worker peak RSS <= 1 GiB"] = _check(rss, rss <= _GIB)
+    alone = results.get("state_conditions")
+    if alone:
+        share, bound = alone["cost_share"], alone["target_cost_share"]
+        checks[f"{alone['segments']} segment conditions cost < {bound:.0%}"] = _check(
+            share, share < bound
+        )
     return checks
 
 
@@ -152,11 +158,25 @@ def _state_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _segment_lines(results: dict[str, Any]) -> list[str]:
-    run = results.get("state_segments")
-    if not run:
+    run, alone = results.get("state_segments"), results.get("state_conditions")
+    if not run or not alone:
         return []
+    per_update = run.get("segment_transitions", 0) / max(run["users"], 1)
     return [f"  with {run['segments']} segments: {run['updates_per_s']:.0f} profile updates/s, "
-            f"cost {run['cost_share']:.0%} of the rate without (target < 25%)"]  # fmt: skip
+            f"cost {_cost(run)} of the rate without, {per_update:.2f} transitions "
+            f"(segment events) per update (every update is a user's first event: the most "
+            f"transitions a workload can have)",
+            f"  the same {alone['segments']} conditions, no profile entering: "
+            f"{alone['updates_per_s']:.0f} profile updates/s, cost {_cost(alone)} "
+            f"(target < {alone['target_cost_share']:.0%})"]  # fmt: skip
+
+
+def _cost(run: dict[str, Any]) -> str:
+    spread = run.get("cost_share_spread")
+    if not spread or run.get("repeats", 1) < 2:
+        return f"{run['cost_share']:.0%}"
+    return (f"{run['cost_share']:.0%} (median of {run['repeats']} paired repeats, "
+            f"{spread['min']:.0%} to {spread['max']:.0%})")  # fmt: skip
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -50,7 +50,7 @@ CLASSIFIER_NOTE = (
 """Said in the output of every state-only run."""
 
 STATE_SEGMENTS = 20
-"""Segments of the state-only run with segments (the issue's cost target: under 25 % of the
+"""Segments of the state-only runs with segments (target: their conditions cost under 25 % of the
 updates/s of the run without)."""
 
 _SEGMENT_TEMPLATES = (
@@ -63,13 +63,23 @@ _SEGMENT_TEMPLATES = (
 )
 
 
-def write_bench_segments(path: Path, n: int) -> Path:
+def write_bench_segments(path: Path, n: int, *, crossing: bool = True) -> Path:
     """Write ``n`` segment definitions of realistic shapes (score and count bounds, an
     interest's sentiment, the mixed share, a 7-day window), cycling through them with
-    different thresholds; returns ``path``."""
+    different thresholds; returns ``path``.
+
+    Args:
+        path: The definitions file to write (JSON).
+        n: Segments, <= :data:`stream.segment_definitions.MAX_SEGMENTS`.
+        crossing: ``False``: each condition is followed by ``&& profile.comment_count > 1000000``
+            (evaluated after it, so its whole cost is paid, and false in the bench): no profile
+            enters a segment, which measures the evaluation alone, without transitions to emit.
+    """
+    never = "" if crossing else " && profile.comment_count > 1000000"
     segments = [
         {"name": f"bench-{i}", "description": "bench segment",
-         "enter": _SEGMENT_TEMPLATES[i % len(_SEGMENT_TEMPLATES)].format(k=1 + i // 5)}
+         "enter": f"({_SEGMENT_TEMPLATES[i % len(_SEGMENT_TEMPLATES)].format(k=1 + i // 5)})"
+                  f"{never}"}
         for i in range(n)
     ]  # fmt: skip
     path.write_text(json.dumps({"segments": segments}), encoding="utf-8")
@@ -80,6 +90,7 @@ _SAMPLE_S = 0.25
 _PRODUCE_CHUNK = 50_000  # events per flushed chunk: bounds the producer's buffered records
 _Sample = tuple[float, float]  # (monotonic s, updates so far)
 _UPDATES = "portrait_profile_updates"
+_TRANSITIONS = "portrait_segment_transitions"
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,8 @@ class StateResult:
         updates_per_s: Profile updates (table writes) per second, steady state.
         peak_rss_bytes: The worker's peak resident set size, bytes (None if unreadable).
         state_dir_bytes: Size of the worker's RocksDB state directory at the end, bytes.
+        segment_transitions: Segment transitions decided (``portrait_segment_transitions_total``
+            at the end; each one is a ``segment-events.v1`` record); 0 without segments.
         classifier: :data:`CLASSIFIER_NOTE`.
     """
 
@@ -102,6 +115,7 @@ class StateResult:
     updates_per_s: float
     peak_rss_bytes: int | None
     state_dir_bytes: int
+    segment_transitions: int = 0
     classifier: str = CLASSIFIER_NOTE
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +227,7 @@ def run_state(
         ready = (time.monotonic(), 0.0)
         first, last = _follow_updates(worker, users, time.monotonic() + timeout_s, echo)
         peak = worker.peak_rss_bytes()
+        transitions = scrape_counter(worker.settings.metrics_port, _TRANSITIONS) or 0.0
     finally:
         worker.stop()
     if last[1] <= first[1]:  # everything arrived between two samples: count from ready
@@ -222,6 +237,7 @@ def run_state(
         users=users, produce_s=produce_s, process_s=seconds,
         updates_per_s=(last[1] - first[1]) / seconds, peak_rss_bytes=peak,
         state_dir_bytes=_directory_bytes(worker.settings.state_dir),
+        segment_transitions=int(transitions),
     )  # fmt: skip
 
 

@@ -41,7 +41,9 @@ def bench(
     state_only: Annotated[
         bool,
         typer.Option(
-            help="Run only the state-only mode (stored predictions; many users through RocksDB)."
+            help="Run only the state-only mode (stored predictions; many users through RocksDB): "
+            "without segments, with 20 and with their conditions alone, --repeats times each, "
+            "interleaved."
         ),
     ] = False,
     state_users: Annotated[
@@ -68,7 +70,14 @@ def bench(
             help="Share of the simulated users writing Chinese test reviews (the routed model's other graph); 0 = English only.",
         ),
     ] = 0.0,
-    repeats: Annotated[int, typer.Option(min=1, help="Repeats of (a)-(d); medians need >= 3.")] = 3,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Repeats of (a)-(d), and of the state-only runs with --state-only; "
+            "medians need >= 3.",
+        ),
+    ] = 3,
     events: Annotated[
         int,
         typer.Option(
