@@ -173,7 +173,8 @@ def apply_comment(
         day.positive += int(scored.label == "positive")
         day.mixed += int(scored.mixed)
     recent = RecentComment(event.event_id, scored.label, probs, event.event_time_ms, scored.mixed,
-                           f"{topic}:{partition}:{offset}", scored.model_version)  # fmt: skip
+                           f"{topic}:{partition}:{offset}", scored.model_version,
+                           scored.clause_labels if scored.mixed else ())  # fmt: skip
     _add_recent(profile, recent, settings.last_n_comments)
     profile.version += 1
     return True

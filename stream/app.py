@@ -254,7 +254,8 @@ def create_app(
                        help="erasure requests carried out, by request id")  # fmt: skip
     if executor is None:
         executor = _owned_executor(app)
-    sink = TopicSink(updates, dead_letter, rerouted, segment_topic)
+    labels = _raw_topic(app, topics.labels, partitions=n)
+    sink = TopicSink(updates, dead_letter, rerouted, segment_topic, labels)
     store = TableProfileStore(table)
     outputs = Outputs(store, sink, metrics)
     pseudonymise = Pseudonymiser(settings.pseudonymisation)

@@ -42,6 +42,7 @@ class Item:
     error: EventError | InferenceError | None = None
     probabilities: tuple[float, float, float] | None = None
     mixed: bool = False
+    clause_labels: tuple[str, ...] = ()
 
 
 class Decoding:

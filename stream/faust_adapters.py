@@ -9,6 +9,7 @@ consumer's private hooks are in :mod:`stream.rebalance` and :mod:`stream.committ
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
@@ -112,6 +113,8 @@ class TopicSink:
         dead_letter: The dead-letter topic.
         repartition: Source topic name -> its repartition topic (may be empty).
         segment_events: The segment-events topic; ``None`` without segments.
+        labels: The labels topic (corrections, :mod:`stream.labels`): an erasure tombstones the
+            user there too; ``None``: not written.
     """
 
     def __init__(
@@ -120,11 +123,13 @@ class TopicSink:
         dead_letter: Any,
         repartition: Mapping[str, Any] | None = None,
         segment_events: Any = None,
+        labels: Any = None,
     ) -> None:
         self._updates = profile_updates
         self._dead_letter = dead_letter
         self._repartition = dict(repartition or {})
         self._segment_events = segment_events
+        self._labels = labels
 
     def send_profile_update(self, user_id: str, value: bytes) -> Awaitable[object]:
         """Enqueue a profile update keyed by ``user_id``; await it for the broker's confirmation."""
@@ -132,9 +137,13 @@ class TopicSink:
         return fut
 
     def send_tombstone(self, user_id: str) -> Awaitable[object]:
-        """Enqueue a null-value record keyed by ``user_id`` on the profile-update topic."""
-        fut: Awaitable[object] = self._updates.send_soon(key=user_id.encode("utf-8"), value=None)
-        return fut
+        """Enqueue a null-value record keyed by ``user_id`` on the profile-update topic and the
+        labels topic; await it for the broker's confirmation of both."""
+        key = user_id.encode("utf-8")
+        sends = [self._updates.send_soon(key=key, value=None)]
+        if self._labels is not None:
+            sends.append(self._labels.send_soon(key=key, value=None))
+        return asyncio.gather(*sends)
 
     def send_dead_letter(
         self, record: SourceRecord, headers: Sequence[tuple[str, bytes]]

@@ -58,7 +58,8 @@ class Sink(Protocol):
         ...
 
     def send_tombstone(self, user_id: str) -> Awaitable[object]:
-        """Enqueue a ``profile-updates.v1`` record keyed by ``user_id`` with a null value."""
+        """Enqueue null-value records keyed by ``user_id`` on ``profile-updates.v1`` and
+        ``labels.v1``: the user's profile and corrections are erased for every reader."""
         ...
 
     def send_segment_event(self, user_id: str, value: bytes) -> Awaitable[object]:

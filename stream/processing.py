@@ -164,7 +164,8 @@ class _ProfilePath(Decoding):
         }  # fmt: skip
         if isinstance(event, CommentEvent):
             assert item.probabilities is not None
-            scored = ScoredComment(event, item.probabilities, item.mixed, self._model_version)
+            scored = ScoredComment(event, item.probabilities, item.mixed, self._model_version,
+                                   item.clause_labels)  # fmt: skip
             applied = apply_comment(profile, scored, **where)
             self._metrics.predictions.labels(label=scored.label).inc()
             if applied and scored.mixed:
@@ -314,6 +315,7 @@ class CommentProcessor(_ProfilePath):
                 item.event, item.error = None, score
             else:
                 item.probabilities, item.mixed = result.probabilities, result.mixed
+                item.clause_labels = result.clause_labels
         return await self._apply_and_emit(items)
 
 

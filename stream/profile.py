@@ -121,6 +121,8 @@ class ScoredComment:
         mixed: Whether its clauses carry confident opposite polarities
             (:meth:`models.contract.mixed.MixedRule.is_mixed`); default False.
         model_version: ``model_version`` of the model that produced ``probabilities``.
+        clause_labels: Each clause's arg-max label, in text order
+            (:attr:`models.contract.mixed.MixedResult.clause_labels`); ``()`` without clauses.
 
     Raises:
         ValueError: ``probabilities`` is not three finite numbers in [0, 1] summing to 1.
@@ -130,6 +132,7 @@ class ScoredComment:
     probabilities: tuple[float, float, float]
     mixed: bool = False
     model_version: str | None = None
+    clause_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         probs = tuple(float(p) for p in self.probabilities)
@@ -197,6 +200,9 @@ class RecentComment:
         source: ``"topic:partition:offset"`` of the comment's record, where its text can be read
             back while the topic keeps it (``None`` in states written before it was kept).
         model_version: ``model_version`` of the model that scored it (``None`` likewise).
+        clause_labels: For a mixed comment, each clause's label in text order (the clauses are
+            ``models.contract.mixed.split_clauses`` of its text, which is not stored); ``[]``
+            for a comment that is not mixed.
     """
 
     event_id: str
@@ -206,6 +212,7 @@ class RecentComment:
     mixed: bool = False
     source: str | None = None
     model_version: str | None = None
+    clause_labels: tuple[str, ...] = ()
 
 
 @dataclass

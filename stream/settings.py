@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,7 +57,7 @@ ENV_PREFIX = "PORTRAIT_"
 
 _TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"  # Kafka's legal topic-name characters and length
 _HOST_PORT = re.compile(r"^[^\s:,]+:(\d{1,5})$|^\[[0-9A-Fa-f:.]+\]:(\d{1,5})$")
-_SECRET_FIELDS = frozenset({"sasl_password", "secret"})
+_SECRET_FIELDS = frozenset({"sasl_password", "secret", "token", "page"})  # inputs never echoed
 _MIN_SECRET_CHARS = 16
 _BOUNDS = {
     "greater_than": ">",
@@ -139,6 +141,8 @@ class TopicSettings(_Frozen):
         erasure: Topic of erasure requests (``portrait forget``).
         segment_events: Output topic of segment transitions (key = user id), written when
             segments are defined (``PORTRAIT_SEGMENTS__PATH``).
+        labels: Topic of verdict corrections made on the profile page (key = user id; an
+            erasure writes a tombstone there too; ``portrait labels export`` reads it).
         partitions: Partitions of topics Portrait creates; the source topics must have as many
             (they are co-partitioned with the profile table).
         replication_factor: Replication factor of topics Portrait creates.
@@ -162,6 +166,7 @@ class TopicSettings(_Frozen):
     partitions: int = Field(default=4, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
     segment_events: str = Field(default="segment-events.v1", pattern=_TOPIC_PATTERN)
+    labels: str = Field(default="labels.v1", pattern=_TOPIC_PATTERN)
     wrong_partition: Literal["reroute", "dead_letter"] = "reroute"
     require_compaction: bool = False
 
@@ -252,6 +257,46 @@ class SegmentSettings(_Frozen):
     reevaluate_interval_s: float = Field(default=3600.0, ge=10.0, le=7 * 24 * 3600.0)
 
 
+class PageSettings(_Frozen):
+    """The profile page, ``portrait page`` (``PORTRAIT_PAGE__...``; :mod:`stream.tools.page`).
+
+    Attributes:
+        host: Address the page binds to (default ``127.0.0.1``: this machine only).
+        port: TCP port (default 8700).
+        token: Bearer token every request must carry (``Authorization: Bearer <token>``), at
+            least 16 characters; required when ``host`` is not a loopback address, never logged.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {_MIN_SECRET_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> PageSettings:
+        if self.token is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines: set PORTRAIT_PAGE__TOKEN "
+                "(a bearer token of 16+ characters) or bind to 127.0.0.1"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PseudonymisationSettings(_Frozen):
     """Pseudonymisation of user ids (``PORTRAIT_PSEUDONYMISATION__...``); off by default.
 
@@ -293,6 +338,7 @@ class Settings(BaseSettings):
         mixed: See :class:`MixedSettings`.
         pseudonymisation: See :class:`PseudonymisationSettings`.
         segments: See :class:`SegmentSettings`.
+        page: See :class:`PageSettings`.
     """
 
     model_config = SettingsConfigDict(
@@ -313,6 +359,7 @@ class Settings(BaseSettings):
     mixed: MixedSettings = MixedSettings()
     pseudonymisation: PseudonymisationSettings = PseudonymisationSettings()
     segments: SegmentSettings = SegmentSettings()
+    page: PageSettings = PageSettings()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from stream.app import changelog_topic_name, create_app, require_bootstrap_serve
 from stream.broker_wait import check_broker, client_options, wait_for_broker_with_backoff
 from stream.health import HealthServer, Readiness, start_health_server
 from stream.kafka_admin import create_topics, describe_topic_configs
+from stream.labels import LABELS_CONFIG
 from stream.logs import rate_limit_noisy_loggers
 from stream.segment_definitions import compiled_segments
 from stream.settings import Settings
@@ -131,6 +132,7 @@ def ensure_topics(settings: Settings) -> list[str]:
         ([topics.comments, topics.behavior, topics.erasure], {}),
         ([topics.profile_updates], PROFILE_UPDATES_CONFIG),
         ([topics.dead_letter], DEAD_LETTER_CONFIG),
+        ([topics.labels], LABELS_CONFIG),
         (list(settings.repartition_topics().values()), REPARTITION_CONFIG),
         ([topics.segment_events] if settings.segments.path is not None else [], {}),
         (

@@ -246,11 +246,15 @@ class MixedResult:
         probabilities: Whole-comment ``(p_negative, p_neutral, p_positive)``.
         mixed: Whether :meth:`MixedRule.is_mixed` holds for its clauses.
         clause_count: Clauses classified (0 when the comment has fewer than 2).
+        clause_labels: Each clause's arg-max label (:data:`LABEL_ORDER`), in text order, ``""``
+            where the classifier failed on that clause; ``()`` without clauses. What a person
+            reading the comment sees highlighted (the profile page).
     """
 
     probabilities: tuple[float, float, float]
     mixed: bool
     clause_count: int
+    clause_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,7 +319,9 @@ class ClauseBatch:
             proba = np.asarray(found, dtype=np.float32).reshape(len(found), len(LABEL_ORDER))
             mixed = rule is not None and rule.is_mixed(proba)
             p_neg, p_neu, p_pos = (float(p) for p in whole)
-            results.append(MixedResult((p_neg, p_neu, p_pos), mixed, stop - start))
+            labels = tuple("" if row is None else LABEL_ORDER[int(np.argmax(row))]
+                           for row in rows[start:stop])  # fmt: skip
+            results.append(MixedResult((p_neg, p_neu, p_pos), mixed, stop - start, labels))
         return results
 
 

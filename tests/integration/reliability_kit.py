@@ -274,7 +274,7 @@ def offline_profiles(
         if isinstance(event, CommentEvent):
             result = classify_with_clauses(classifier, [event.text])[0]
             apply_comment(profile, ScoredComment(event, result.probabilities, result.mixed,
-                                                 classifier.model_version),
+                                                 classifier.model_version, result.clause_labels),
                           **where)  # fmt: skip
         else:
             apply_behavior(profile, event, **where)

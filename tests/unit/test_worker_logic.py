@@ -199,7 +199,8 @@ def offline_profiles(recs: Sequence[SourceRecord], classifier: Any = None) -> di
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
             model = classifier or FakeClassifier()
             result = classify_with_clauses(model, [event.text])[0]
-            scored = ScoredComment(event, result.probabilities, result.mixed, model.model_version)
+            scored = ScoredComment(event, result.probabilities, result.mixed, model.model_version,
+                                   result.clause_labels)  # fmt: skip
             apply_comment(profile, scored, settings=settings, **where)  # type: ignore[arg-type]
         else:
             b = decode_behavior(r.value)
@@ -288,6 +289,9 @@ def test_mixed_comments_are_flagged_in_the_profile_update() -> None:
     assert (home["positive_count"], home["negative_count"]) == (1, 1)
     assert profiles["u2"]["interests"][0]["positive_count"] == 1
     assert [c["mixed"] for c in profiles["u2"]["recent_comments"]] == [True, False, False]
+    # a mixed comment keeps its clauses' labels (what the profile page highlights), no text
+    assert profiles["u1"]["recent_comments"][0]["clause_labels"] == ["positive", "negative"]
+    assert profiles["u2"]["recent_comments"][1]["clause_labels"] == []
     assert value(metrics, "portrait_mixed_comments_total") == 2
     expected = offline_profiles(batch, LexiconClassifier())
     assert profiles == {user: profile.to_dict() for user, profile in expected.items()}
