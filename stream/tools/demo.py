@@ -148,6 +148,7 @@ def _demo_settings(settings: Settings, bootstrap: str, state_dir: Path, external
                 "dead_letter",
                 "erasure",
                 "segment_events",
+                "labels",
             )
         }
         update |= {"app_id": run, "topics": topics.model_copy(update=names)}
@@ -185,7 +186,10 @@ def _broker(settings: Settings, echo: Callable[[str], None]) -> Iterator[tuple[s
 
 
 def run_demo(
-    settings: Settings, options: DemoOptions, echo: Callable[[str], None] = print
+    settings: Settings,
+    options: DemoOptions,
+    echo: Callable[[str], None] = print,
+    serve: Callable[[Settings, DemoResult], None] | None = None,
 ) -> DemoResult:
     """Run the whole demo and return its result (the caller prints it).
 
@@ -193,6 +197,9 @@ def run_demo(
         settings: Portrait settings (broker connection, topics, model, batching).
         options: demo options.
         echo: where progress lines go.
+        serve: Called with the demo's settings (its broker, topics, state directory) and the
+            result while the broker and the worker still run (``portrait demo --keep-serving``:
+            serves the profile page until Ctrl-C); they stop when it returns.
 
     Returns:
         The :class:`~stream.tools.demo_report.DemoResult`; ``accounted`` is False when events were
@@ -230,7 +237,10 @@ def run_demo(
         echo(f"worker: started pid={worker.pid} (log {worker.log_path}); waiting for it to come up")
         started = time.monotonic()
         worker.wait_ready(options.timeout_s)
-        return _replay_and_follow(demo, population, options, worker, started, echo)
+        result = _replay_and_follow(demo, population, options, worker, started, echo)
+        if serve is not None:
+            serve(demo, result)
+        return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -50,6 +50,8 @@ class DemoResult:
         fidelity_by_language: the same as ``fidelity``, for the users of each language.
         segment_events: the ``segment-events.v1`` values the run produced, one per (user,
             segment, version).
+        page_url: the profile page of :func:`page_example` while ``portrait demo
+            --keep-serving`` serves it; ``None`` otherwise.
     """
 
     produced: int
@@ -70,6 +72,7 @@ class DemoResult:
     rate_per_s: float = 0.0
     fidelity_by_language: dict[str, Fidelity] = field(default_factory=dict)
     segment_events: list[dict[str, Any]] = field(default_factory=list)
+    page_url: str | None = None
 
     @property
     def dead_lettered(self) -> int:
@@ -256,5 +259,32 @@ def format_summary(result: DemoResult) -> str:
         f"  reference: every user given the population's shares: {fid.baseline_mae:.3f}",
         *_language_lines(result),
         *_segment_lines(result),
+        *_page_lines(result),
     ]
     return "\n".join(lines)
+
+
+def page_example(latest: dict[str, dict[str, Any]]) -> str | None:
+    """The user whose profile page the demo shows: one with a mixed recent comment and the most
+    comments (ties: the smallest id), else the user with the most comments; ``None`` without any.
+    """
+
+    def rank(user: str) -> tuple[bool, int, str]:
+        profile = latest[user]["profile"]
+        mixed = any(c.get("mixed") for c in profile.get("recent_comments") or [])
+        return (not mixed, -int(profile.get("comment_count", 0)), user)
+
+    users = [u for u in latest if latest[u]["profile"].get("comment_count", 0) > 0]
+    return min(users, key=rank) if users else None
+
+
+def _page_lines(result: DemoResult) -> list[str]:
+    if result.page_url is not None:
+        return [f"PROFILE PAGE           {result.page_url}  (served until Ctrl-C)"]
+    user = page_example(result.latest)
+    if user is None:
+        return []
+    return [
+        f"PROFILE PAGE           run `portrait demo --keep-serving` and open the page of "
+        f"{user}: /users/{user}"
+    ]

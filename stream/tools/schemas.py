@@ -37,6 +37,7 @@ from stream.events import (
     ProfileUpdate,
     SegmentEvent,
 )
+from stream.labels import Correction
 from stream.profile import Profile
 
 __all__ = ["DEAD_LETTER_REASONS", "SCHEMA_DIALECT", "build_schemas", "stale_files", "write_schemas"]
@@ -211,6 +212,19 @@ def _segment_events_schema() -> dict[str, Any]:
     return {"$schema": SCHEMA_DIALECT, **schema, "title": "segment-events.v1"}
 
 
+_LABELS_NOTE = (
+    " Kafka record key: the UTF-8 bytes of `user_id`. A null value (tombstone) erases every"
+    " earlier correction of that user; the last correction per (`user_id`, `event_id`) counts."
+)
+
+
+def _labels_schema() -> dict[str, Any]:
+    schema = Correction.model_json_schema(mode="serialization")
+    _describe(schema, Correction, _LABELS_NOTE)
+    schema["required"] = list(schema["properties"])  # every field is written, null included
+    return {"$schema": SCHEMA_DIALECT, **schema, "title": "labels.v1"}
+
+
 _HEADER_DOCS = {
     events.HEADER_SOURCE_TOPIC: "Topic of the original record, e.g. `comments.v1`.",
     events.HEADER_SOURCE_PARTITION: "Partition of the original record (decimal integer).",
@@ -257,6 +271,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         "erasure.v1.json": _event_schema(ErasureRequest, "erasure.v1"),
         "profile-updates.v1.json": _profile_updates_schema(),
         "segment-events.v1.json": _segment_events_schema(),
+        "labels.v1.json": _labels_schema(),
         "dead-letter-headers.v1.json": _dead_letter_headers_schema(),
     }
 

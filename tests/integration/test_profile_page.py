@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from reliability_kit import (
     Outgoing,
     comment,
@@ -121,9 +122,10 @@ def stack(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sta
         yield Stack(page_settings, workers, page, url, tmp)
     finally:
         page.terminate()
-        page.wait(10)
+        code = page.wait(10)
         for worker in workers:
             worker.stop()
+    assert code == 0, (tmp / "page.log").read_text()[-3000:]  # SIGTERM: a clean stop
 
 
 def test_users_of_both_workers_are_answered(stack: Stack) -> None:
@@ -206,6 +208,8 @@ def test_in_a_browser_the_clauses_are_highlighted_and_a_correction_lands(
     assert record.key == b"ana" and correction["event_id"] == "c1"
     assert correction["corrected_label"] == choice and correction["predicted_label"] == verdict
     assert correction["text"] == MIXED and correction["model_version"]
+    schema = json.loads((Path(__file__).parents[2] / "schemas" / "labels.v1.json").read_text())
+    assert list(Draft202012Validator(schema).iter_errors(correction)) == []
 
     out = tmp_path / "corrections.jsonl"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")},

@@ -34,29 +34,20 @@ def page(verbose: bool = False) -> None:
     """
     configure_logging(verbose)
     quiet_kafka_clients(verbose)
-    from aiohttp import web
-
     from models.contract.errors import BrokerUnavailableError
-    from stream.tools.page.server import PageServer, make_app
+    from stream.tools.page.server import serve_page
 
     settings = broker_settings_or_exit()
     try:
-        server = PageServer(settings)
-    except BrokerUnavailableError as exc:
+        serve_page(
+            settings,
+            lambda url: typer.echo(
+                f"profile page: {url}/ (reading {settings.topics.profile_updates}; Ctrl-C stops)"
+            ),
+        )
+    except (BrokerUnavailableError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    server.start()
-    host, port = settings.page.host, settings.page.port
-
-    async def application() -> web.Application:
-        return make_app(server)
-
-    typer.echo(f"profile page: http://{host}:{port}/ (reading "
-               f"{settings.topics.profile_updates}; Ctrl-C stops)")  # fmt: skip
-    try:
-        web.run_app(application(), host=host, port=port, print=None)
-    finally:
-        server.close()
 
 
 @labels_app.command("export")

