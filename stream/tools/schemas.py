@@ -205,24 +205,18 @@ _SEGMENT_NOTE = (
 )
 
 
-def _segment_events_schema() -> dict[str, Any]:
-    schema = SegmentEvent.model_json_schema(mode="serialization")
-    _describe(schema, SegmentEvent, _SEGMENT_NOTE)
+def _output_schema(model: type[BaseModel], title: str, note: str) -> dict[str, Any]:
+    """The schema of a value Portrait writes: every field required (null included)."""
+    schema = model.model_json_schema(mode="serialization")
+    _describe(schema, model, note)
     schema["required"] = list(schema["properties"])  # every field is written, null included
-    return {"$schema": SCHEMA_DIALECT, **schema, "title": "segment-events.v1"}
+    return {"$schema": SCHEMA_DIALECT, **schema, "title": title}
 
 
 _LABELS_NOTE = (
     " Kafka record key: the UTF-8 bytes of `user_id`. A null value (tombstone) erases every"
     " earlier correction of that user; the last correction per (`user_id`, `event_id`) counts."
 )
-
-
-def _labels_schema() -> dict[str, Any]:
-    schema = Correction.model_json_schema(mode="serialization")
-    _describe(schema, Correction, _LABELS_NOTE)
-    schema["required"] = list(schema["properties"])  # every field is written, null included
-    return {"$schema": SCHEMA_DIALECT, **schema, "title": "labels.v1"}
 
 
 _HEADER_DOCS = {
@@ -270,8 +264,8 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         "behavior.v1.json": _event_schema(BehaviorEvent, "behavior.v1"),
         "erasure.v1.json": _event_schema(ErasureRequest, "erasure.v1"),
         "profile-updates.v1.json": _profile_updates_schema(),
-        "segment-events.v1.json": _segment_events_schema(),
-        "labels.v1.json": _labels_schema(),
+        "segment-events.v1.json": _output_schema(SegmentEvent, "segment-events.v1", _SEGMENT_NOTE),
+        "labels.v1.json": _output_schema(Correction, "labels.v1", _LABELS_NOTE),
         "dead-letter-headers.v1.json": _dead_letter_headers_schema(),
     }
 
