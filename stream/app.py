@@ -37,7 +37,6 @@ from prometheus_client import CollectorRegistry
 
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
-from models.contract.routing import load_model
 from stream.app_hooks import (
     BROKER_CHECK_INTERVAL_S,
     PROGRESS_INTERVAL_S,
@@ -56,6 +55,7 @@ from stream.faust_adapters import (
 )
 from stream.health import Readiness
 from stream.metrics import Metrics
+from stream.model_registry import load_configured_model
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
@@ -195,8 +195,7 @@ def create_app(
     """
     servers = require_bootstrap_servers(settings)
     if classifier is None:
-        model = settings.model
-        classifier = load_model(model.path, model.device, model.intra_op_threads)
+        classifier = load_configured_model(settings.model)
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     device = getattr(classifier, "device", "cuda" if "CUDA" in classifier.provider else "cpu")
     metrics.set_model_info(classifier.model_version, classifier.provider, device,

@@ -195,11 +195,21 @@ class ModelSettings(_Frozen):
         device: ``"auto"`` (CUDA when onnxruntime can use it, else CPU), ``"cpu"`` or ``"cuda"``
             (an error at start when CUDA cannot be used).
         intra_op_threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
+        registry: A model registry directory (:mod:`stream.model_registry`; ``portrait model
+            stage|promote|rollback``); when set, the worker loads the registry's live model and
+            ``path`` must be unset.
     """
 
     path: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, le=1024)
+    registry: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSettings:
+        if self.path is not None and self.registry is not None:
+            raise ValueError("set PORTRAIT_MODEL__PATH or PORTRAIT_MODEL__REGISTRY, not both")
+        return self
 
     @property
     def resolved_path(self) -> Path:

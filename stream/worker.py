@@ -33,13 +33,13 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from models.contract.errors import BrokerUnavailableError, ConfigError
 from models.contract.protocol import Classifier
-from models.contract.routing import load_model
 from stream.app import changelog_topic_name, create_app, require_bootstrap_servers
 from stream.broker_wait import check_broker, client_options, wait_for_broker_with_backoff
 from stream.health import HealthServer, Readiness, start_health_server
 from stream.kafka_admin import create_topics, describe_topic_configs
 from stream.labels import LABELS_CONFIG
 from stream.logs import rate_limit_noisy_loggers
+from stream.model_registry import load_configured_model
 from stream.segment_definitions import compiled_segments
 from stream.settings import Settings
 
@@ -288,8 +288,7 @@ def run_worker(settings: Settings, classifier: Classifier | None = None) -> None
     readiness = Readiness(registry)
     try:
         if classifier is None:
-            model = settings.model
-            classifier = load_model(model.path, model.device, model.intra_op_threads)
+            classifier = load_configured_model(settings.model)
         server = _health_server_or_config_error(settings, registry, readiness)
         readiness.not_ready("waiting for the broker")
         logger.info("model ready model_version=%s provider=%s", classifier.model_version,

@@ -7,6 +7,7 @@ lists them: model commands, export commands, stream commands, the page, bench, w
 # isort: off
 from stream.tools.cli.app import app, main
 from stream.tools.cli import model_commands  # noqa: F401  # registers its commands, in this order
+from stream.tools.cli import registry_commands  # noqa: F401
 from stream.tools.cli import export_commands  # noqa: F401
 from stream.tools.cli import stream_commands  # noqa: F401
 from stream.tools.cli import page_commands  # noqa: F401

@@ -1,0 +1,116 @@
+"""``portrait model list|stage|promote|rollback``: the model registry (:mod:`stream.model_registry`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stream.tools.cli.app import app, configure_logging, settings_or_exit
+
+model_app = typer.Typer(
+    help="The model registry (PORTRAIT_MODEL__REGISTRY): versioned exported models, one live, "
+    "at most one candidate. Workers load the live model when they start.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(help="Registry directory; default PORTRAIT_MODEL__REGISTRY."),
+]
+
+
+def _registry(path: Path | None) -> Any:
+    from stream.model_registry import Registry
+
+    if path is None:
+        path = settings_or_exit().model.registry
+    if path is None:
+        typer.echo("error: no registry: set PORTRAIT_MODEL__REGISTRY or pass --registry", err=True)
+        raise typer.Exit(2)
+    return Registry(path)
+
+
+def _run(action: Any) -> Any:
+    from stream.model_registry import RegistryError
+
+    try:
+        return action()
+    except RegistryError as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _macro_f1(model_dir: Path) -> float | None:
+    from models.contract.manifest import read_manifest
+
+    try:
+        evaluation = read_manifest(model_dir).get("evaluation") or {}
+    except (OSError, ValueError):
+        return None
+    for figures in evaluation.values():
+        if isinstance(figures, dict) and isinstance(figures.get("macro_f1"), int | float):
+            return float(figures["macro_f1"])
+    return None
+
+
+@model_app.command("list")
+def list_models(registry: RegistryOption = None, as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of a table.")] = False) -> None:  # fmt: skip
+    """List the registered models: version, role (live, candidate, previous) and the macro-F1
+    their manifest records."""
+    reg = _registry(registry)
+    pointer = reg.pointer()
+    rows = []
+    for version in reg.versions():
+        role = ("live" if version == pointer.live else "candidate" if version == pointer.candidate
+                else "previous" if version in pointer.previous else "")  # fmt: skip
+        rows.append({"version": version, "role": role,
+                     "macro_f1": _macro_f1(reg.model_dir(version))})  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps({"pointer": pointer.to_dict(), "models": rows}, indent=2))
+        return
+    if not rows:
+        typer.echo(f"registry {reg.root} is empty: `portrait model stage DIR`")
+        return
+    for row in rows:
+        f1 = "-" if row["macro_f1"] is None else f"{row['macro_f1']:.3f}"
+        typer.echo(f"{row['role']:<10} {f1:>6}  {row['version']}")
+
+
+@model_app.command()
+def stage(
+    model_dir: Annotated[
+        Path, typer.Argument(help="An export directory (portrait export or route).")
+    ],
+    registry: RegistryOption = None,
+    verbose: bool = False,
+) -> None:
+    """Check a model and make it the candidate: it must load with every file matching its
+    manifest's sha256, have the labels negative/neutral/positive, carry passed export gates, and
+    score the validation texts (English, Chinese, empty, over-long) with finite probabilities.
+    Exit code 1, with the reason, when it does not; the live model is untouched either way."""
+    configure_logging(verbose)
+    reg = _registry(registry)
+    version = _run(lambda: reg.stage(model_dir))
+    typer.echo(f"staged {version} as the candidate in {reg.root}")
+
+
+@model_app.command()
+def promote(registry: RegistryOption = None) -> None:
+    """Make the candidate live (the live model becomes the one `rollback` returns to). Workers
+    load it when they next start."""
+    reg = _registry(registry)
+    pointer = _run(reg.promote)
+    typer.echo(json.dumps(pointer.to_dict()))
+
+
+@model_app.command()
+def rollback(registry: RegistryOption = None) -> None:
+    """Make the previous live model live again. Workers load it when they next start."""
+    reg = _registry(registry)
+    pointer = _run(reg.rollback)
+    typer.echo(json.dumps(pointer.to_dict()))
