@@ -37,9 +37,11 @@ from prometheus_client import CollectorRegistry
 
 from models.contract.errors import ConfigError
 from models.contract.protocol import Classifier
+from models.contract.routing import load_model
 from stream.app_hooks import (
     BROKER_CHECK_INTERVAL_S,
     PROGRESS_INTERVAL_S,
+    follow_registry,
     log_progress,
     send_ticks,
     track_readiness,
@@ -55,7 +57,7 @@ from stream.faust_adapters import (
 )
 from stream.health import Readiness
 from stream.metrics import Metrics
-from stream.model_registry import load_configured_model
+from stream.model_registry import Registry, load_configured_model
 from stream.privacy import Pseudonymiser
 from stream.processing import BehaviorProcessor, CommentProcessor, Outputs
 from stream.rebalance import SeekFirstTransport
@@ -317,6 +319,18 @@ def create_app(
         await markers.tick(app.consumer, app.monitor)
 
     app.timer(interval=MARKER_INTERVAL_S, name="portrait.markers")(commit_past_markers)
+    model = settings.model
+    if model.registry is not None:
+
+        def swap(new: Any) -> None:
+            comment_path.swap_model(new)
+            behavior_path.set_model_version(new.model_version)
+            metrics.set_model_info(new.model_version, new.provider, device,
+                                   requested_device=model.device)  # fmt: skip
+
+        follow_registry(app, Registry(model.registry), classifier.model_version,
+                        lambda path: load_model(path, model.device, model.intra_op_threads),
+                        swap, metrics)  # fmt: skip
     log_progress(app, metrics, sources)
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "

@@ -16,6 +16,8 @@ import faust
 
 from stream.health import Readiness
 from stream.metrics import Metrics
+from stream.model_registry import Registry
+from stream.model_swap import CHECK_INTERVAL_S, ModelWatcher
 from stream.segment_sweep import tick_value
 from stream.segments import SegmentMembers
 
@@ -26,6 +28,7 @@ __all__ = [
     "log_progress",
     "send_ticks",
     "track_readiness",
+    "follow_registry",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,3 +132,22 @@ def log_progress(app: faust.App, metrics: Metrics, sources: tuple[str, ...]) -> 
 
     app.timer(interval=PROGRESS_INTERVAL_S, name="portrait.progress")(progress)
     app.on_before_shutdown.connect(summary)
+
+
+def follow_registry(
+    app: faust.App,
+    registry: Registry,
+    current: str,
+    load: Callable[[Any], Any],
+    swap: Callable[[Any], None],
+    metrics: Metrics,
+) -> ModelWatcher:
+    """Swap in the registry's live model when it changes (:mod:`stream.model_swap`), checked
+    every :data:`~stream.model_swap.CHECK_INTERVAL_S`; counts ``portrait_model_swaps_total``."""
+
+    def count(result: str) -> None:
+        metrics.model_swaps.labels(result=result).inc()
+
+    watcher = ModelWatcher(registry, current, load, swap, count)
+    app.timer(interval=CHECK_INTERVAL_S, name="portrait.model_swap")(watcher.check)
+    return watcher

@@ -56,7 +56,7 @@ class InferenceRunner:
     """Classifies micro-batches of texts off the event loop.
 
     Args:
-        classifier: The sentiment model.
+        classifier: The sentiment model (kept as :attr:`classifier`).
         metrics: ``portrait_inference_seconds`` (per successful call) and
             ``portrait_inference_failures_total`` (per failed call) are recorded here.
         executor: Where ``predict_proba`` runs; ``None`` = asyncio's default executor.
@@ -76,7 +76,7 @@ class InferenceRunner:
     ) -> None:
         if retry.attempts < 1:
             raise ValueError(f"retry.attempts must be >= 1 (got {retry.attempts})")
-        self._classifier = classifier
+        self.classifier = classifier
         self._metrics = metrics
         self._executor = executor
         self._retry = retry
@@ -134,9 +134,7 @@ class InferenceRunner:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(
-                self._executor, self._classifier.predict_proba, texts
-            )
+            probs = await loop.run_in_executor(self._executor, self.classifier.predict_proba, texts)
             array = np.asarray(probs, dtype=np.float64)
             if not _are_probabilities(array, len(texts)):
                 raise InferenceError(

@@ -58,6 +58,8 @@ class Metrics:
             entering (``entered``) or leaving (``exited``) a segment.
         segment_members: ``portrait_segment_members{segment}``: users in the segment over this
             worker's partitions (sum over workers for the whole group).
+        model_swaps: ``portrait_model_swaps_total{result}``: hot swaps to the registry's live
+            model, ``swapped`` or ``failed`` (:mod:`stream.model_swap`).
         segment_errors: ``portrait_segment_errors_total{segment}``: conditions that failed for a
             profile (counted, treated as deciding nothing).
         duplicates_skipped: ``portrait_duplicate_events_skipped_total{topic, reason}``: events
@@ -118,6 +120,13 @@ class Metrics:
             "segment_members",
             "Users in each segment, over the partitions this worker owns.",
             ["segment"],
+            **kw,
+        )
+        self.model_swaps = Counter(
+            "model_swaps",
+            "Hot swaps to the registry's live model (PORTRAIT_MODEL__REGISTRY): result swapped, "
+            "or failed (the model did not load; the current one keeps serving).",
+            ["result"],
             **kw,
         )
         self.segment_errors = Counter(

@@ -137,6 +137,10 @@ class _ProfilePath(Decoding):
         self._log_user_ids = log_user_ids
         self._clock = clock
 
+    def set_model_version(self, model_version: str) -> None:
+        """The ``model_version`` the profile updates of this path name from now on."""
+        self._model_version = model_version
+
     def _decode(
         self, records: Sequence[SourceRecord], decode: Callable[[bytes | None], E]
     ) -> list[Item]:
@@ -284,7 +288,23 @@ class CommentProcessor(_ProfilePath):
         self._inference = InferenceRunner(
             classifier, metrics=metrics, executor=executor, retry=retry
         )
+        self._runner_options: dict[str, Any] = {"metrics": metrics, "executor": executor,
+                                                "retry": retry}  # fmt: skip
+        self._next_model: Classifier | None = None
         self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
+
+    def swap_model(self, classifier: Classifier) -> None:
+        """Use ``classifier`` from the next micro-batch on (a hot swap, :mod:`stream.model_swap`).
+
+        The batch in progress, if any, finishes with the model it started with: every verdict
+        of one micro-batch comes from one model, and its ``model_version`` is recorded with it.
+        """
+        self._next_model = classifier
+
+    @property
+    def model_version(self) -> str:
+        """The version of the model that scores the next micro-batch."""
+        return (self._next_model or self._inference.classifier).model_version
 
     async def process(self, batch: MicroBatch[SourceRecord]) -> BatchResult:
         """Decode, classify, apply and emit one micro-batch of ``comments.v1`` records.
@@ -300,6 +320,11 @@ class CommentProcessor(_ProfilePath):
                 or profile-update record the broker did not accept: the batch must not be
                 acknowledged (it will be delivered again).
         """
+        if self._next_model is not None:  # between two micro-batches: swap
+            model, self._next_model = self._next_model, None
+            self._inference = InferenceRunner(model, **self._runner_options)
+            self._model_version = model.model_version
+            logger.info("model swapped model_version=%s", model.model_version)
         self._metrics.batch_size.observe(len(batch.items))
         self._metrics.batch_wait_seconds.observe(batch.wait_s)
         items = self._decode(batch.items, decode_comment)

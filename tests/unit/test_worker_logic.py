@@ -757,3 +757,22 @@ def test_a_record_off_its_keys_partition_is_rerouted_once_when_its_topic_allows(
     assert run(processor.comments.process(MicroBatch(stray, 0.0))).dead_lettered == 1
     assert dict(sink.dead_letters[0][1])["portrait.error.reason"] == b"wrong_partition"
     assert len(sink.rerouted) == 1
+
+
+def test_a_swapped_model_scores_from_the_next_micro_batch() -> None:
+    class Second(FakeClassifier):
+        model_version = "fake-model-2"
+
+    first, second = FakeClassifier(), Second()
+    processor, _, sink, _ = make(first)
+    run(processor.comments.process(MicroBatch(records(COMMENTS, [
+        (b"u1", comment("e1", "u1", "one", 0))]), 0.0)))  # fmt: skip
+    processor.comments.swap_model(second)
+    assert processor.comments.model_version == "fake-model-2"
+    run(processor.comments.process(MicroBatch(records(COMMENTS, [
+        (b"u1", comment("e2", "u1", "two", 1))], start=1), 0.0)))  # fmt: skip
+    assert first.calls == [["one"]] and second.calls == [["two"]]  # one model per batch
+    updates = [ProfileUpdate.model_validate_json(raw) for _, raw in sink.updates]
+    assert [u.model_version for u in updates] == ["fake-model-1", "fake-model-2"]
+    recent = updates[-1].profile["recent_comments"]
+    assert [c["model_version"] for c in recent] == ["fake-model-1", "fake-model-2"]

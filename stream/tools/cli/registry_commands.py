@@ -12,7 +12,8 @@ from stream.tools.cli.app import app, configure_logging, settings_or_exit
 
 model_app = typer.Typer(
     help="The model registry (PORTRAIT_MODEL__REGISTRY): versioned exported models, one live, "
-    "at most one candidate. Workers load the live model when they start.",
+    "at most one candidate. Workers started with the registry serve the live model and swap to "
+    "a new one between two micro-batches, within about a second of a promote or rollback.",
     no_args_is_help=True,
 )
 app.add_typer(model_app, name="model")
@@ -101,8 +102,8 @@ def stage(
 
 @model_app.command()
 def promote(registry: RegistryOption = None) -> None:
-    """Make the candidate live (the live model becomes the one `rollback` returns to). Workers
-    load it when they next start."""
+    """Make the candidate live (the live model becomes the one `rollback` returns to). Running
+    workers swap to it between two micro-batches, within about a second."""
     reg = _registry(registry)
     pointer = _run(reg.promote)
     typer.echo(json.dumps(pointer.to_dict()))
@@ -110,7 +111,8 @@ def promote(registry: RegistryOption = None) -> None:
 
 @model_app.command()
 def rollback(registry: RegistryOption = None) -> None:
-    """Make the previous live model live again. Workers load it when they next start."""
+    """Make the previous live model live again. Running workers swap back to it between two
+    micro-batches, within about a second."""
     reg = _registry(registry)
     pointer = _run(reg.rollback)
     typer.echo(json.dumps(pointer.to_dict()))

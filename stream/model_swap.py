@@ -1,0 +1,93 @@
+"""Hot swap: a worker follows the registry's live model without a restart.
+
+Every worker started with ``PORTRAIT_MODEL__REGISTRY`` reads the registry's pointer once a
+second (:data:`CHECK_INTERVAL_S`). When the live version changes (``portrait model promote`` or
+``rollback``), it loads that model in a thread, off the event loop, and hands it to the comment
+path, which swaps it in before its next micro-batch (``CommentProcessor.swap_model``): a batch is
+scored by one model, and each verdict records its ``model_version``. A model that fails to load
+leaves the current one serving, is counted in ``portrait_model_swaps_total{result="failed"}`` and
+is not tried again until the pointer changes.
+
+Why the pointer file and not a control topic read by every worker: the model's files must be on
+every worker's disk anyway (a shared volume or the image), and the pointer sits beside them,
+replaced atomically; watching it cannot announce a version whose files a worker does not have,
+needs no extra topic, and a worker that (re)starts reads the same pointer it then watches. A
+control topic would add a second source of truth that can disagree with the files.
+
+A kill -9 during a swap loses nothing: the model is not state; the restarted worker loads the live
+model from the pointer, and the events whose offsets were not committed are applied once by the
+profile's idempotent apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stream.model_registry import Registry
+
+__all__ = ["CHECK_INTERVAL_S", "ModelWatcher"]
+
+logger = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 1.0
+"""Seconds between two reads of the registry's pointer."""
+
+
+class ModelWatcher:
+    """Loads the registry's live model when it changes and hands it over.
+
+    Args:
+        registry: The registry the worker was started with.
+        current: The version the worker serves now.
+        load: Loads a model directory (blocking; run in a thread).
+        apply: Called on the event loop with the loaded model (swaps it in, sets
+            ``portrait_model_info``).
+        count: Called with ``"swapped"`` or ``"failed"`` after each attempt.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        current: str,
+        load: Callable[[Path], Any],
+        apply: Callable[[Any], None],
+        count: Callable[[str], None] = lambda result: None,
+    ) -> None:
+        self._registry = registry
+        self._current = current
+        self._load = load
+        self._apply = apply
+        self._count = count
+        self._failed: str | None = None
+
+    @property
+    def current(self) -> str:
+        """The version served (or about to be, from the next micro-batch)."""
+        return self._current
+
+    async def check(self) -> None:
+        """Read the pointer; load and apply a new live model. Never raises."""
+        try:
+            live = self._registry.pointer().live
+        except (OSError, ValueError) as exc:
+            logger.warning("model registry pointer unreadable: %s", exc)
+            return
+        if live is None or live in (self._current, self._failed):
+            return
+        logger.info("model swap started from=%s to=%s", self._current, live)
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(None, self._load, self._registry.model_dir(live))
+        except Exception as exc:  # any load failure: keep serving the current model
+            self._failed = live
+            self._count("failed")
+            logger.error("model swap failed, still serving %s: %s", self._current, exc)
+            return
+        self._apply(model)
+        self._current, self._failed = live, None
+        self._count("swapped")
+        logger.info("model swap ready model_version=%s (from the next micro-batch)", live)

@@ -1,0 +1,129 @@
+"""Hot swap on the local broker: two workers follow the registry's live model under load.
+
+Two copies of the tiny model are registered as ``m1`` and ``m2`` (same weights, so the offline
+reference is one model, while every verdict still names the version that scored it). With ``m1``
+live and events flowing, ``portrait model promote`` makes ``m2`` live: both workers swap between
+micro-batches (``portrait_model_info`` follows), one is killed with SIGKILL right after the
+promotion and restarted, and the profiles must still equal the offline reference exactly, with
+later verdicts by ``m2``. ``portrait model rollback`` then brings both back to ``m1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from reliability_kit import (
+    BackgroundProducer,
+    assert_profiles_match,
+    caught_up,
+    consumed,
+    create_source_topics,
+    kill9,
+    offline_profiles,
+    peer_settings,
+    read_topic,
+    scrape,
+    seeded_events,
+    start_worker,
+    wait_until,
+    worker_settings,
+)
+
+from stream.settings import Settings
+
+PORTRAIT = str(Path(sys.executable).with_name("portrait"))
+USERS, EVENTS = 120, 900
+
+
+def _model(tiny_model_dir: Path, tmp_path: Path, version: str) -> Path:
+    target = tmp_path / version
+    shutil.copytree(tiny_model_dir, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest.update(model_version=version, validation={"failures": []})
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def _cli(registry: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
+    done = subprocess.run([PORTRAIT, "model", *args, "--registry", str(registry)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _serving(settings: Settings) -> set[str]:
+    samples = scrape(settings.metrics_port)
+    return {dict(labels)["model_version"] for (name, labels), value in samples.items()
+            if name == "portrait_model_info" and value == 1}  # fmt: skip
+
+
+def _as_one_model(updates: list[Any], versions: set[str], seen: set[str]) -> list[Any]:
+    """The updates with every verdict's model version renamed to ``m1`` (the reference's), after
+    checking it is one of ``versions``; the versions found are added to ``seen``."""
+    out = []
+    for record in updates:
+        value = record.value
+        if value is not None:
+            update = json.loads(value)
+            for comment in update["profile"]["recent_comments"]:
+                assert comment["model_version"] in versions
+                seen.add(comment["model_version"])
+                comment["model_version"] = "m1"
+            value = json.dumps(update).encode()
+        out.append(SimpleNamespace(key=record.key, value=value))
+    return out
+
+
+def test_promote_swaps_both_workers_under_load_and_rollback_returns(
+    broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    registry = tmp_path / "registry"
+    _cli(registry, "stage", str(_model(tiny_model_dir, tmp_path, "m1")))
+    _cli(registry, "promote")
+    _cli(registry, "stage", str(_model(tiny_model_dir, tmp_path, "m2")))
+    settings = worker_settings(bootstrap, unique_name, tmp_path / "w1", tiny_model_dir,
+                               model={"path": None, "registry": registry})  # fmt: skip
+    create_source_topics(settings)
+    second = peer_settings(settings, tmp_path / "w2")
+    workers = [start_worker(settings, tmp_path / "w1.log"),
+               start_worker(second, tmp_path / "w2.log")]  # fmt: skip
+    try:
+        assert _serving(settings) == _serving(second) == {"m1"}
+        producer = BackgroundProducer(bootstrap, seeded_events(settings, 11, USERS, EVENTS),
+                                      pace_s=0.15)  # fmt: skip
+        producer.start()
+        wait_until(lambda: consumed(workers[0]) + consumed(workers[1]) >= EVENTS // 3, 90,
+                   "a third of the events consumed")  # fmt: skip
+        _cli(registry, "promote")  # m2 live, under load
+        wait_until(lambda: _serving(settings) == {"m2"}, 30, "worker 1 to swap to m2")
+        kill9(workers[1])  # in the middle of its swap, or just after it
+        workers[1] = start_worker(second, tmp_path / "w2.log")
+        assert _serving(second) == {"m2"}  # a restarted worker loads the live model
+        sent = producer.result()
+        expected = offline_profiles(sent, registry / "models" / "m1")
+        updates = read_topic(bootstrap, settings.topics.profile_updates, caught_up(expected), 120)
+        seen: set[str] = set()
+        assert_profiles_match(_as_one_model(updates, {"m1", "m2"}, seen), expected)  # exact
+        assert seen == {"m1", "m2"}  # verdicts of both models, each named
+        last = json.loads(updates[-1].value)
+        assert last["model_version"] == "m2"
+
+        assert json.loads(_cli(registry, "rollback"))["live"] == "m1"
+        wait_until(lambda: _serving(settings) == _serving(second) == {"m1"}, 30,
+                   "both workers back on m1")  # fmt: skip
+        swaps = scrape(settings.metrics_port)[("portrait_model_swaps_total",
+                                               (("result", "swapped"),))]  # fmt: skip
+        assert swaps == 2  # m1 -> m2 -> m1 on the worker that was not killed
+    finally:
+        for worker in workers:
+            worker.stop()
