@@ -65,6 +65,7 @@ from stream.segment_definitions import Segment, compiled_segments
 from stream.segment_sweep import SegmentSweep
 from stream.segments import SegmentEvaluator, SegmentMembers
 from stream.settings import KafkaSettings, Settings
+from stream.shadow import ShadowScorer
 
 __all__ = [
     "ERASURE_LEDGER_NAME",
@@ -113,9 +114,9 @@ def _with_repartition(source: str, repartition: dict[str, str]) -> list[str]:
     return [source, *([repartition[source]] if source in repartition else [])]
 
 
-def _owned_executor(app: faust.App) -> Executor:
-    """A 1-thread inference executor, shut down when the app stops."""
-    executor = ThreadPoolExecutor(1, thread_name_prefix="portrait-inference")
+def _owned_executor(app: faust.App, name: str = "portrait-inference") -> Executor:
+    """A 1-thread executor (inference, or shadow scoring), shut down when the app stops."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix=name)
 
     async def shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
@@ -328,9 +329,15 @@ def create_app(
             metrics.set_model_info(new.model_version, new.provider, device,
                                    requested_device=model.device)  # fmt: skip
 
+        shadow_thread = _owned_executor(app, "portrait-shadow")
+
+        def shadow(candidate: Any) -> None:
+            comment_path.shadow = None if candidate is None else ShadowScorer(
+                candidate, metrics, model.shadow_events, shadow_thread)  # fmt: skip
+
         follow_registry(app, Registry(model.registry), classifier.model_version,
                         lambda path: load_model(path, model.device, model.intra_op_threads),
-                        swap, metrics)  # fmt: skip
+                        swap, metrics, shadow if model.shadow_events > 0 else None)  # fmt: skip
     log_progress(app, metrics, sources)
     logger.info(
         "app built app_id=%s model_version=%s provider=%s device=%s partitions=%d "

@@ -141,13 +141,15 @@ def follow_registry(
     load: Callable[[Any], Any],
     swap: Callable[[Any], None],
     metrics: Metrics,
+    shadow: Callable[[Any], None] | None = None,
 ) -> ModelWatcher:
-    """Swap in the registry's live model when it changes (:mod:`stream.model_swap`), checked
-    every :data:`~stream.model_swap.CHECK_INTERVAL_S`; counts ``portrait_model_swaps_total``."""
+    """Swap in the registry's live model when it changes (:mod:`stream.model_swap`), and hand
+    the staged candidate to ``shadow`` (``None``: no shadow scoring), checked every
+    :data:`~stream.model_swap.CHECK_INTERVAL_S`; counts ``portrait_model_swaps_total``."""
 
     def count(result: str) -> None:
         metrics.model_swaps.labels(result=result).inc()
 
-    watcher = ModelWatcher(registry, current, load, swap, count)
+    watcher = ModelWatcher(registry, current, load, swap, count, shadow)
     app.timer(interval=CHECK_INTERVAL_S, name="portrait.model_swap")(watcher.check)
     return watcher

@@ -58,6 +58,9 @@ class Metrics:
             entering (``entered``) or leaving (``exited``) a segment.
         segment_members: ``portrait_segment_members{segment}``: users in the segment over this
             worker's partitions (sum over workers for the whole group).
+        shadow_events, shadow_agreements, shadow_predictions, shadow_skipped, shadow_failures,
+        shadow_inference_seconds: ``portrait_shadow_*{candidate}``: the candidate model scored
+            in shadow (:mod:`stream.shadow`).
         model_swaps: ``portrait_model_swaps_total{result}``: hot swaps to the registry's live
             model, ``swapped`` or ``failed`` (:mod:`stream.model_swap`).
         segment_errors: ``portrait_segment_errors_total{segment}``: conditions that failed for a
@@ -127,6 +130,41 @@ class Metrics:
             "Hot swaps to the registry's live model (PORTRAIT_MODEL__REGISTRY): result swapped, "
             "or failed (the model did not load; the current one keeps serving).",
             ["result"],
+            **kw,
+        )
+        shadow = ["candidate"]
+        self.shadow_events = Counter(
+            "shadow_events", "Comments the candidate model scored in shadow.", shadow, **kw
+        )
+        self.shadow_agreements = Counter(
+            "shadow_agreements",
+            "Shadow-scored comments where the candidate's label equals the live model's.",
+            shadow,
+            **kw,
+        )
+        self.shadow_predictions = Counter(
+            "shadow_predictions",
+            "Labels given to shadow-scored comments, by model (live or candidate).",
+            [*shadow, "model", "label"],
+            **kw,
+        )
+        self.shadow_skipped = Counter(
+            "shadow_skipped",
+            "Comments not shadow-scored: the candidate was still scoring the previous batch.",
+            shadow,
+            **kw,
+        )
+        self.shadow_failures = Counter(
+            "shadow_failures",
+            "Shadow calls that raised or returned non-finite probabilities.",
+            shadow,
+            **kw,
+        )
+        self.shadow_inference_seconds = Histogram(
+            "shadow_inference_seconds",
+            "Seconds per shadow call of the candidate model (its own thread).",
+            shadow,
+            buckets=LATENCY_BUCKETS_S,
             **kw,
         )
         self.segment_errors = Counter(

@@ -46,7 +46,11 @@ class ModelWatcher:
         load: Loads a model directory (blocking; run in a thread).
         apply: Called on the event loop with the loaded model (swaps it in, sets
             ``portrait_model_info``).
-        count: Called with ``"swapped"`` or ``"failed"`` after each attempt.
+        count: Called with ``"swapped"`` or ``"failed"`` after each attempt to swap, and with
+            ``"candidate_failed"`` when a staged candidate does not load.
+        apply_candidate: Called on the event loop with the staged candidate once loaded, and
+            with ``None`` when no candidate is staged any more (shadow scoring,
+            :mod:`stream.shadow`); ``None``: candidates are not loaded.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class ModelWatcher:
         load: Callable[[Path], Any],
         apply: Callable[[Any], None],
         count: Callable[[str], None] = lambda result: None,
+        apply_candidate: Callable[[Any], None] | None = None,
     ) -> None:
         self._registry = registry
         self._current = current
@@ -63,6 +68,8 @@ class ModelWatcher:
         self._apply = apply
         self._count = count
         self._failed: str | None = None
+        self._apply_candidate = apply_candidate
+        self._candidate: str | None = None
 
     @property
     def current(self) -> str:
@@ -70,12 +77,36 @@ class ModelWatcher:
         return self._current
 
     async def check(self) -> None:
-        """Read the pointer; load and apply a new live model. Never raises."""
+        """Read the pointer; load and apply a new live model, then a new candidate. Never
+        raises."""
         try:
-            live = self._registry.pointer().live
+            pointer = self._registry.pointer()
         except (OSError, ValueError) as exc:
             logger.warning("model registry pointer unreadable: %s", exc)
             return
+        await self._follow_live(pointer.live)
+        if self._apply_candidate is not None and pointer.candidate != self._candidate:
+            await self._follow_candidate(pointer.candidate)
+
+    async def _follow_candidate(self, candidate: str | None) -> None:
+        assert self._apply_candidate is not None
+        self._candidate = candidate
+        if candidate is None:
+            self._apply_candidate(None)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(
+                None, self._load, self._registry.model_dir(candidate)
+            )
+        except Exception as exc:  # a candidate that does not load is not shadow-scored
+            self._count("candidate_failed")
+            logger.error("candidate %s did not load, no shadow scoring: %s", candidate, exc)
+            return
+        logger.info("candidate loaded for shadow scoring model_version=%s", candidate)
+        self._apply_candidate(model)
+
+    async def _follow_live(self, live: str | None) -> None:
         if live is None or live in (self._current, self._failed):
             return
         logger.info("model swap started from=%s to=%s", self._current, live)

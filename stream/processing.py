@@ -76,6 +76,7 @@ from stream.records import (
 )
 from stream.segments import SegmentEvaluator, segment_events
 from stream.settings import MixedSettings, ProfileSettings
+from stream.shadow import ShadowScorer
 
 __all__ = [
     "INFERENCE_FAILED",
@@ -291,6 +292,7 @@ class CommentProcessor(_ProfilePath):
         self._runner_options: dict[str, Any] = {"metrics": metrics, "executor": executor,
                                                 "retry": retry}  # fmt: skip
         self._next_model: Classifier | None = None
+        self.shadow: ShadowScorer | None = None
         self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
 
     def swap_model(self, classifier: Classifier) -> None:
@@ -341,6 +343,10 @@ class CommentProcessor(_ProfilePath):
             else:
                 item.probabilities, item.mixed = result.probabilities, result.mixed
                 item.clause_labels = result.clause_labels
+        if self.shadow is not None:  # the candidate, in the background: metrics only
+            scored = [(i.event.text, i.probabilities) for i in valid
+                      if isinstance(i.event, CommentEvent) and i.probabilities]  # fmt: skip
+            self.shadow.offer([text for text, _ in scored], [probs for _, probs in scored])
         return await self._apply_and_emit(items)
 
 

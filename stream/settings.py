@@ -196,14 +196,17 @@ class ModelSettings(_Frozen):
             (an error at start when CUDA cannot be used).
         intra_op_threads: onnxruntime intra-op threads; 0 = onnxruntime's default.
         registry: A model registry directory (:mod:`stream.model_registry`; ``portrait model
-            stage|promote|rollback``); when set, the worker loads the registry's live model and
-            ``path`` must be unset.
+            stage|promote|rollback``); when set, the worker loads the registry's live model,
+            swaps to a newly promoted one and shadow-scores the candidate; ``path`` must be unset.
+        shadow_events: Comments each worker scores with a staged candidate in shadow
+            (:mod:`stream.shadow`), default 10,000; 0 = no shadow scoring.
     """
 
     path: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(default=0, ge=0, le=1024)
     registry: Path | None = None
+    shadow_events: int = Field(default=10_000, ge=0, le=100_000_000)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSettings:

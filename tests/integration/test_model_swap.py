@@ -2,10 +2,12 @@
 
 Two copies of the tiny model are registered as ``m1`` and ``m2`` (same weights, so the offline
 reference is one model, while every verdict still names the version that scored it). With ``m1``
-live and events flowing, ``portrait model promote`` makes ``m2`` live: both workers swap between
-micro-batches (``portrait_model_info`` follows), one is killed with SIGKILL right after the
-promotion and restarted, and the profiles must still equal the offline reference exactly, with
-later verdicts by ``m2``. ``portrait model rollback`` then brings both back to ``m1``.
+live, ``m2`` staged and events flowing, both workers score ``m2`` in shadow (``portrait model
+report`` sums their metrics: full agreement); then ``portrait model promote`` makes ``m2`` live:
+both workers swap between micro-batches (``portrait_model_info`` follows), one is killed with
+SIGKILL right after the promotion and restarted, and the profiles must still equal the offline
+reference exactly, with later verdicts by ``m2``. ``portrait model rollback`` then brings both
+back to ``m1``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def _serving(settings: Settings) -> set[str]:
             if name == "portrait_model_info" and value == 1}  # fmt: skip
 
 
+def _shadowed(settings: Settings) -> float:
+    samples = scrape(settings.metrics_port)
+    return samples.get(("portrait_shadow_events_total", (("candidate", "m2"),)), 0.0)
+
+
 def _as_one_model(updates: list[Any], versions: set[str], seen: set[str]) -> list[Any]:
     """The updates with every verdict's model version renamed to ``m1`` (the reference's), after
     checking it is one of ``versions``; the versions found are added to ``seen``."""
@@ -104,6 +111,14 @@ def test_promote_swaps_both_workers_under_load_and_rollback_returns(
         producer.start()
         wait_until(lambda: consumed(workers[0]) + consumed(workers[1]) >= EVENTS // 3, 90,
                    "a third of the events consumed")  # fmt: skip
+        # the staged m2 scores in shadow on both workers; its verdicts touch no profile
+        wait_until(lambda: all(_shadowed(s) > 0 for s in (settings, second)), 30,
+                   "shadow scores of m2 on both workers")  # fmt: skip
+        urls = [f"--metrics=http://127.0.0.1:{s.metrics_port}/metrics" for s in (settings, second)]
+        report = json.loads(_cli(registry, "report", "--no-corrections", *urls))
+        assert report["candidate"] == "m2" and report["workers"] == 2
+        assert report["shadow"]["events"] > 0 and report["shadow"]["failures"] == 0
+        assert report["shadow"]["agreement"] == 1.0  # the same weights under another name
         _cli(registry, "promote")  # m2 live, under load
         wait_until(lambda: _serving(settings) == {"m2"}, 30, "worker 1 to swap to m2")
         kill9(workers[1])  # in the middle of its swap, or just after it

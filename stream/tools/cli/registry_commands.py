@@ -116,3 +116,71 @@ def rollback(registry: RegistryOption = None) -> None:
     reg = _registry(registry)
     pointer = _run(reg.rollback)
     typer.echo(json.dumps(pointer.to_dict()))
+
+
+@model_app.command()
+def report(
+    registry: RegistryOption = None,
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A worker's metrics URL (repeat for each worker); default "
+            "http://127.0.0.1:PORTRAIT_METRICS_PORT/metrics."
+        ),
+    ] = None,
+    corrections: Annotated[
+        bool,
+        typer.Option(
+            help="Also score the corrections on PORTRAIT_TOPICS__LABELS with both "
+            "models (needs the broker)."
+        ),
+    ] = True,
+    verbose: bool = False,
+) -> None:
+    """Compare the staged candidate with the live model, as JSON: the workers' shadow metrics
+    summed (comments scored, agreement, each model's label shares, seconds per call of each,
+    skipped and failed calls) and each model's accuracy on the corrections people made on the
+    profile page. Exit code 1 without a candidate or when an endpoint cannot be read."""
+    configure_logging(verbose)
+    from models.contract.routing import load_model
+    from stream.tools.shadow_report import correction_accuracy, shadow_summary, sum_metrics
+
+    settings = settings_or_exit()
+    reg = _registry(registry)
+    pointer = reg.pointer()
+    if pointer.candidate is None:
+        typer.echo("refused: no candidate staged: `portrait model stage DIR`", err=True)
+        raise typer.Exit(1)
+    urls = metrics or [f"http://127.0.0.1:{settings.metrics_port}/metrics"]
+    try:
+        summary = shadow_summary(sum_metrics(urls), pointer.candidate)
+    except OSError as exc:
+        typer.echo(f"error: cannot read the workers' metrics ({exc}); pass --metrics URL", err=True)
+        raise typer.Exit(1) from exc
+    out: dict[str, Any] = {"live": pointer.live, "candidate": pointer.candidate,
+                           "workers": len(urls), "shadow": summary}  # fmt: skip
+    if corrections:
+        rows = _corrections(settings)
+        models = {"candidate": load_model(reg.model_dir(pointer.candidate), "cpu", 1)}
+        if pointer.live is not None:
+            models["live"] = load_model(reg.model_dir(pointer.live), "cpu", 1)
+        out["corrections"] = correction_accuracy(rows, models)
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _corrections(settings: Any) -> list[Any]:
+    from models.contract.errors import BrokerUnavailableError
+    from stream.kafka_admin import kafka_client_config
+    from stream.labels import live_corrections
+    from stream.tools.follow import assign_all, group_less_consumer, iter_records
+
+    try:
+        consumer = group_less_consumer(kafka_client_config(settings.kafka))
+        try:
+            assign_all(consumer, [settings.topics.labels])
+            return live_corrections((r.key, r.value) for r in iter_records(consumer, follow=False))
+        finally:
+            consumer.close()
+    except BrokerUnavailableError as exc:
+        typer.echo(f"error: {exc} (or pass --no-corrections)", err=True)
+        raise typer.Exit(1) from exc
