@@ -95,13 +95,16 @@ def live_corrections(records: Iterable[tuple[bytes | None, bytes | None]]) -> li
     return list(latest.values())
 
 
-def training_rows(corrections: Iterable[Correction]) -> list[dict[str, Any]]:
+def training_rows(
+    corrections: Iterable[Correction], *, weight: float = 1.0
+) -> list[dict[str, Any]]:
     """Rows of a JSONL training file that ``portrait train --data`` reads
-    (:func:`models.data.load_table`): ``text``, ``label`` (the corrected one), ``lang`` when
-    known, and where the row came from (``event_id``, ``model_version``, ``predicted_label``)."""
+    (:func:`models.data.load_table`): ``text``, ``label`` (the corrected one), ``confidence`` =
+    ``weight`` (``portrait train`` weights each row's loss by it), ``lang`` when known, and
+    where the row came from (``event_id``, ``model_version``, ``predicted_label``)."""
     rows = []
     for c in corrections:
-        row: dict[str, Any] = {"text": c.text, "label": c.corrected_label}
+        row: dict[str, Any] = {"text": c.text, "label": c.corrected_label, "confidence": weight}
         if c.lang:
             row["lang"] = c.lang
         row.update(event_id=c.event_id, model_version=c.model_version,

@@ -116,11 +116,11 @@ def test_corrections_honour_erasure_and_second_thoughts(tmp_path: Path) -> None:
         ("ana", "c1", "neutral"),
     ]
     out = tmp_path / "corrections.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in training_rows(live)))
+    out.write_text("".join(json.dumps(r) + "\n" for r in training_rows(live, weight=3.0)))
     rows = load_table(out)  # what `portrait train --data` reads
-    assert [(r.text, r.label, r.lang) for r in rows] == [
-        ("text of c7", "neutral", "en"),
-        ("text of c1", "neutral", "en"),
+    assert [(r.text, r.label, r.lang, r.confidence) for r in rows] == [
+        ("text of c7", "neutral", "en", 3.0),
+        ("text of c1", "neutral", "en", 3.0),
     ]
 
 

@@ -53,6 +53,16 @@ def page(verbose: bool = False) -> None:
 @labels_app.command("export")
 def export(
     file: Annotated[Path, typer.Argument(help="The training file to write (JSONL).")],
+    weight: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=100.0,
+            help="Each correction's weight in the training loss, written as its 'confidence' "
+            "column (portrait train weights every row's loss by it; the bundled datasets' rows "
+            "weigh at most 1). E.g. 3 = a correction counts as much as three dataset rows.",
+        ),
+    ] = 1.0,
     verbose: bool = False,
 ) -> None:
     """Write the corrections on PORTRAIT_TOPICS__LABELS as a training file for
@@ -80,7 +90,7 @@ def export(
     except BrokerUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    rows = training_rows(live_corrections(records))
+    rows = training_rows(live_corrections(records), weight=weight)
     file.parent.mkdir(parents=True, exist_ok=True)
     with file.open("w", encoding="utf-8") as out:
         for row in rows:
