@@ -190,9 +190,8 @@ def _offline(produced: Produced, model_dir: Path) -> dict[str, Profile]:
         if "comments" in topic:
             event = decode_comment(value)
             result = classify_with_clauses(classifier, [event.text])[0]
-            scored = ScoredComment(
-                event, result.probabilities, result.mixed, classifier.model_version
-            )
+            scored = ScoredComment(event, result.probabilities, result.mixed,
+                                   classifier.model_version, result.clause_labels)  # fmt: skip
             profile = profiles.setdefault(event.user_id, Profile(user_id=event.user_id))
             apply_comment(profile, scored, **where)
         else:
