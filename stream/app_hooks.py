@@ -150,6 +150,9 @@ def follow_registry(
     def count(result: str) -> None:
         metrics.model_swaps.labels(result=result).inc()
 
+    for result in ("swapped", "failed", "candidate_failed"):  # series at 0 from the start
+        metrics.model_swaps.labels(result=result)
+
     watcher = ModelWatcher(registry, current, load, swap, count, shadow)
     app.timer(interval=CHECK_INTERVAL_S, name="portrait.model_swap")(watcher.check)
     return watcher

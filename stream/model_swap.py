@@ -88,35 +88,33 @@ class ModelWatcher:
         if self._apply_candidate is not None and pointer.candidate != self._candidate:
             await self._follow_candidate(pointer.candidate)
 
+    async def _loaded(self, version: str, failure: str) -> Any | None:
+        """The model ``version`` loaded in a thread, or ``None`` (counted as ``failure``)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self._load, self._registry.model_dir(version))
+        except Exception as exc:  # any load failure: counted and logged, never raised
+            self._count(failure)
+            logger.error("model %s did not load (%s): %s", version, failure, exc)
+            return None
+
     async def _follow_candidate(self, candidate: str | None) -> None:
         assert self._apply_candidate is not None
         self._candidate = candidate
-        if candidate is None:
-            self._apply_candidate(None)
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            model = await loop.run_in_executor(
-                None, self._load, self._registry.model_dir(candidate)
-            )
-        except Exception as exc:  # a candidate that does not load is not shadow-scored
-            self._count("candidate_failed")
-            logger.error("candidate %s did not load, no shadow scoring: %s", candidate, exc)
-            return
-        logger.info("candidate loaded for shadow scoring model_version=%s", candidate)
+        model = None if candidate is None else await self._loaded(candidate, "candidate_failed")
+        if candidate is not None and model is None:
+            return  # a candidate that does not load is not shadow-scored
+        if model is not None:
+            logger.info("candidate loaded for shadow scoring model_version=%s", candidate)
         self._apply_candidate(model)
 
     async def _follow_live(self, live: str | None) -> None:
         if live is None or live in (self._current, self._failed):
             return
         logger.info("model swap started from=%s to=%s", self._current, live)
-        loop = asyncio.get_running_loop()
-        try:
-            model = await loop.run_in_executor(None, self._load, self._registry.model_dir(live))
-        except Exception as exc:  # any load failure: keep serving the current model
+        model = await self._loaded(live, "failed")
+        if model is None:  # keep serving the current model
             self._failed = live
-            self._count("failed")
-            logger.error("model swap failed, still serving %s: %s", self._current, exc)
             return
         self._apply(model)
         self._current, self._failed = live, None

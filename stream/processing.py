@@ -289,8 +289,6 @@ class CommentProcessor(_ProfilePath):
         self._inference = InferenceRunner(
             classifier, metrics=metrics, executor=executor, retry=retry
         )
-        self._runner_options: dict[str, Any] = {"metrics": metrics, "executor": executor,
-                                                "retry": retry}  # fmt: skip
         self._next_model: Classifier | None = None
         self.shadow: ShadowScorer | None = None
         self._rule = MixedRule(mixed.threshold, mixed.max_clauses) if mixed.enabled else None
@@ -324,7 +322,7 @@ class CommentProcessor(_ProfilePath):
         """
         if self._next_model is not None:  # between two micro-batches: swap
             model, self._next_model = self._next_model, None
-            self._inference = InferenceRunner(model, **self._runner_options)
+            self._inference.classifier = model
             self._model_version = model.model_version
             logger.info("model swapped model_version=%s", model.model_version)
         self._metrics.batch_size.observe(len(batch.items))

@@ -53,6 +53,9 @@ class ShadowScorer:
         self._label = {"candidate": str(model.model_version)}
         self.scored = 0
         self._task: asyncio.Task[None] | None = None
+        for counter in (metrics.shadow_events, metrics.shadow_agreements,
+                        metrics.shadow_skipped, metrics.shadow_failures):  # fmt: skip
+            counter.labels(**self._label)  # series at 0 from the start: dashboards show 0
 
     @property
     def done(self) -> bool:

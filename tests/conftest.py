@@ -149,3 +149,24 @@ def tiny_model_dir(tiny_model: TinyModel) -> Path:
     Session-scoped and shared: copy it before changing any file in it.
     """
     return tiny_model.model_dir
+
+
+@pytest.fixture
+def named_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Path]:
+    """``make(version, **manifest)``: a copy of the tiny model whose manifest names ``version``
+    and carries passed export gates (``validation`` without failures), with ``manifest`` items
+    replacing the manifest's (a ``None`` value removes the key); made once per version."""
+
+    def make(version: str, **manifest: Any) -> Path:
+        import shutil
+
+        target = tmp_path / "named-models" / version
+        if not target.is_dir():
+            shutil.copytree(tiny_model_dir, target)
+            path = target / "manifest.json"
+            data = {**json.loads(path.read_text()), "model_version": version,
+                    "validation": {"failures": []}, **manifest}  # fmt: skip
+            path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
+        return target
+
+    return make

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,15 +42,6 @@ from stream.settings import Settings
 
 PORTRAIT = str(Path(sys.executable).with_name("portrait"))
 USERS, EVENTS = 120, 900
-
-
-def _model(tiny_model_dir: Path, tmp_path: Path, version: str) -> Path:
-    target = tmp_path / version
-    shutil.copytree(tiny_model_dir, target)
-    manifest = json.loads((target / "manifest.json").read_text())
-    manifest.update(model_version=version, validation={"failures": []})
-    (target / "manifest.json").write_text(json.dumps(manifest))
-    return target
 
 
 def _cli(registry: Path, *args: str) -> str:
@@ -91,13 +81,17 @@ def _as_one_model(updates: list[Any], versions: set[str], seen: set[str]) -> lis
 
 
 def test_promote_swaps_both_workers_under_load_and_rollback_returns(
-    broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
+    broker: Any,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    named_tiny_model: Callable[..., Path],
 ) -> None:
     bootstrap = broker.bootstrap_servers
     registry = tmp_path / "registry"
-    _cli(registry, "stage", str(_model(tiny_model_dir, tmp_path, "m1")))
+    _cli(registry, "stage", str(named_tiny_model("m1")))
     _cli(registry, "promote")
-    _cli(registry, "stage", str(_model(tiny_model_dir, tmp_path, "m2")))
+    _cli(registry, "stage", str(named_tiny_model("m2")))
     settings = worker_settings(bootstrap, unique_name, tmp_path / "w1", tiny_model_dir,
                                model={"path": None, "registry": registry})  # fmt: skip
     create_source_topics(settings)

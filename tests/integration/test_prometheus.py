@@ -32,6 +32,7 @@ import yaml
 from reliability_kit import wait_until
 from reliability_kit import worker_settings as kit_settings
 
+from stream.model_registry import Registry
 from stream.publish import ReplayRecord, make_producer, publish
 from stream.settings import Settings
 from stream.tools.replay import records_from_events
@@ -136,15 +137,24 @@ def test_promtool_accepts_the_config_and_the_rules_and_their_unit_tests(
 
 @pytest.fixture
 def worker_settings(
-    broker: Any, unique_name: Callable[[str], str], tmp_path: Path, tiny_model_dir: Path
+    broker: Any,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    named_tiny_model: Callable[..., Path],
 ) -> Settings:
     segments = tmp_path / "segments.json"  # so that the segment panels have data
     commenter = {"name": "commenter", "description": "wrote a comment",
                  "enter": "profile.comment_count >= 1"}  # fmt: skip
     segments.write_text(json.dumps({"segments": [commenter]}))
+    registry = Registry(tmp_path / "registry")  # a live model and a candidate in shadow
+    registry.stage(named_tiny_model("live-1"))
+    registry.promote()
+    registry.stage(named_tiny_model("candidate-1"))
     return kit_settings(broker.bootstrap_servers, unique_name, tmp_path / "state", tiny_model_dir,
                         batch={"max_batch_size": 16, "max_wait_s": 0.1},
                         segments={"path": segments},
+                        model={"path": None, "registry": registry.root},
                         topics={"segment_events": unique_name("segments")})  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,23 +15,12 @@ from stream.settings import ModelSettings, load_settings
 from stream.tools.cli import app
 
 
-def _model(tmp_path: Path, tiny_model_dir: Path, version: str, **manifest: object) -> Path:
-    """A copy of the tiny model named ``version``, validated by default (no gate failures)."""
-    target = tmp_path / version
-    shutil.copytree(tiny_model_dir, target)
-    path = target / "manifest.json"
-    data = {**json.loads(path.read_text()), "model_version": version,
-            "validation": {"failures": []}, **manifest}  # fmt: skip
-    path.write_text(json.dumps({k: v for k, v in data.items() if v is not None}))
-    return target
-
-
-def test_stage_promote_rollback(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_stage_promote_rollback(tmp_path: Path, named_tiny_model: Callable[..., Path]) -> None:
     registry = Registry(tmp_path / "registry")
-    assert registry.stage(_model(tmp_path, tiny_model_dir, "m1")) == "m1"
+    assert registry.stage(named_tiny_model("m1")) == "m1"
     assert registry.pointer().to_dict() == {"live": None, "candidate": "m1", "previous": []}
     registry.promote()
-    registry.stage(_model(tmp_path, tiny_model_dir, "m2"))
+    registry.stage(named_tiny_model("m2"))
     assert registry.promote().to_dict() == {"live": "m2", "candidate": None, "previous": ["m1"]}
     assert registry.versions() == ["m1", "m2"]
     assert registry.rollback().live == "m1"
@@ -52,19 +41,19 @@ def test_stage_promote_rollback(tmp_path: Path, tiny_model_dir: Path) -> None:
     ],
 )
 def test_a_bad_candidate_is_refused_and_the_live_model_stays(
-    tmp_path: Path, tiny_model_dir: Path, change: dict[str, object], reason: str
+    tmp_path: Path, named_tiny_model: Callable[..., Path], change: dict[str, object], reason: str
 ) -> None:
     registry = Registry(tmp_path / "registry")
-    registry.stage(_model(tmp_path, tiny_model_dir, "good"))
+    registry.stage(named_tiny_model("good"))
     registry.promote()
     with pytest.raises(RegistryError, match=reason):
-        registry.stage(_model(tmp_path, tiny_model_dir, "bad", **change))
+        registry.stage(named_tiny_model("bad", **change))
     assert registry.pointer().to_dict() == {"live": "good", "candidate": None, "previous": []}
     assert registry.versions() == ["good"]
 
 
-def test_a_tampered_graph_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
-    model = _model(tmp_path, tiny_model_dir, "tampered")
+def test_a_tampered_graph_is_refused(tmp_path: Path, named_tiny_model: Callable[..., Path]) -> None:
+    model = named_tiny_model("tampered")
     graph = model / "model.fp32.onnx"
     graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
     with pytest.raises(RegistryError, match="does not load.*sha256"):
@@ -80,9 +69,9 @@ def test_settings_name_one_model_source_and_an_empty_registry_is_a_load_error(
         load_configured_model(ModelSettings(registry=tmp_path / "empty"))
 
 
-def test_the_cli_walks_the_registry(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_the_cli_walks_the_registry(tmp_path: Path, named_tiny_model: Callable[..., Path]) -> None:
     runner, reg = CliRunner(), str(tmp_path / "registry")
-    model = _model(tmp_path, tiny_model_dir, "m1")
+    model = named_tiny_model("m1")
     assert runner.invoke(app, ["model", "stage", str(model), "--registry", reg]).exit_code == 0
     assert runner.invoke(app, ["model", "promote", "--registry", reg]).exit_code == 0
     listed = runner.invoke(app, ["model", "list", "--json", "--registry", reg])

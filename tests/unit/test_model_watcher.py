@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,16 @@ from stream.model_registry import Registry
 from stream.model_swap import ModelWatcher
 
 
-def _stage(registry: Registry, tiny_model_dir: Path, tmp_path: Path, version: str) -> None:
-    target = tmp_path / version
-    if not target.is_dir():
-        shutil.copytree(tiny_model_dir, target)
-        manifest = json.loads((target / "manifest.json").read_text())
-        manifest.update(model_version=version, validation={"failures": []})
-        (target / "manifest.json").write_text(json.dumps(manifest))
-    registry.stage(target)
+def _stage(registry: Registry, make: Callable[..., Path], version: str) -> None:
+    registry.stage(make(version))
 
 
 def test_the_watcher_swaps_on_a_pointer_change_and_skips_a_model_that_fails(
-    tmp_path: Path, tiny_model_dir: Path
+    tmp_path: Path, named_tiny_model: Callable[..., Path]
 ) -> None:
     registry = Registry(tmp_path / "registry")
     for version in ("m1", "m2", "m3"):
-        _stage(registry, tiny_model_dir, tmp_path, version)
+        _stage(registry, named_tiny_model, version)
         registry.promote()
     registry.rollback()
     registry.rollback()  # live: m1
@@ -44,11 +37,11 @@ def test_the_watcher_swaps_on_a_pointer_change_and_skips_a_model_that_fails(
     watcher = ModelWatcher(registry, "m1", load, applied.append, counted.append)
     asyncio.run(watcher.check())
     assert applied == [] and loads == []  # nothing changed
-    _stage(registry, tiny_model_dir, tmp_path, "m2")
+    _stage(registry, named_tiny_model, "m2")
     registry.promote()  # live: m2
     asyncio.run(watcher.check())
     assert applied == ["model m2"] and watcher.current == "m2" and counted == ["swapped"]
-    _stage(registry, tiny_model_dir, tmp_path, "m3")
+    _stage(registry, named_tiny_model, "m3")
     registry.promote()  # live: m3, which fails to load
     asyncio.run(watcher.check())
     asyncio.run(watcher.check())  # not tried again until the pointer changes

@@ -89,24 +89,22 @@ class PageServer:
             LookupError: No profile, or no recent comment ``event_id`` (message for people).
             ValueError: The label is not one of the three, or the comment's text is gone.
         """
-        found = self.view(user_id)
-        if found is None:
+        update = self.follower.get(self.pseudonymise(user_id))
+        if update is None:
             raise LookupError("no profile for this user")
-        update, view = found
-        comment = next((c for c in view["recent_comments"] if c["event_id"] == event_id), None)
+        recent = update["profile"].get("recent_comments") or []
+        comment = next((c for c in recent if c["event_id"] == event_id), None)
         if comment is None:
             raise LookupError(f"no recent comment {event_id!r} in this profile")
-        if comment["text"] is None:
-            raise ValueError(
-                f"the comment's text is gone ({comment['gone']}): nothing to retrain on"
-            )
+        record = self.reader.read(comment.get("source"), update["user_id"])  # this one only
+        if record.text is None:
+            raise ValueError(f"the comment's text is gone ({record.gone}): no retraining row")
         correction = Correction(
             correction_id=uuid.uuid4().hex, user_id=update["user_id"], event_id=event_id,
-            source=comment["source"], text=comment["text"], lang=comment["lang"],
-            predicted_label=comment["label"],
-            probabilities=tuple(comment["probabilities"].values()),
+            source=comment.get("source"), text=record.text, lang=record.lang,
+            predicted_label=comment["label"], probabilities=tuple(comment["probabilities"]),
             corrected_label=corrected_label,  # type: ignore[arg-type]  # validated here
-            model_version=comment["model_version"], corrected_at=corrected_at_now(),
+            model_version=comment.get("model_version"), corrected_at=corrected_at_now(),
         )  # fmt: skip
         future = self.producer.send(self.settings.topics.labels, key=update["user_id"].encode(),
                                     value=correction.to_json_bytes())  # fmt: skip
