@@ -32,6 +32,7 @@ __all__ = [
     "LabelledComment",
     "Split",
     "clean_text",
+    "check_split_hashes",
     "clean",
     "dataset_sha256",
     "installed_package_dir",
@@ -41,6 +42,7 @@ __all__ = [
     "languages",
     "load_table",
     "split",
+    "stratified",
     "text_sha256",
 ]
 
@@ -328,17 +330,27 @@ def split(
     if validation_fraction + test_fraction >= 1:
         raise ValueError("validation_fraction + test_fraction must be below 1")
     parts: dict[str, list[LabelledComment]] = {"train": [], "validation": [], "test": []}
-    for lang, label in sorted({(r.lang, r.label) for r in rows}, key=_lang_label_order):
-        group = sorted(
-            (r for r in rows if r.lang == lang and r.label == label),
-            key=lambda r: hashlib.sha256(f"{seed}:{r.text}".encode("utf-8", "replace")).digest(),
-        )
+    for group in stratified(rows, seed=seed):
         n_test = round(len(group) * test_fraction)
         n_val = round(len(group) * validation_fraction)
         parts["test"] += group[:n_test]
         parts["validation"] += group[n_test : n_test + n_val]
         parts["train"] += group[n_test + n_val :]
     return Split(**parts)
+
+
+def stratified(rows: Sequence[LabelledComment], *, seed: int) -> Iterator[list[LabelledComment]]:
+    """The rows of each (language, label) group, in a seeded order that ignores row order.
+
+    Groups come by language, then in :data:`LABELS` order; within a group rows are ordered by
+    SHA-256 of ``f"{seed}:{text}"``, so taking the first share of each group is a stratified,
+    reproducible sample (:func:`split`, :func:`models.corrections.split_corrections`).
+    """
+    for lang, label in sorted({(r.lang, r.label) for r in rows}, key=_lang_label_order):
+        yield sorted(
+            (r for r in rows if r.lang == lang and r.label == label),
+            key=lambda r: hashlib.sha256(f"{seed}:{r.text}".encode("utf-8", "replace")).digest(),
+        )
 
 
 def languages(rows: Iterable[LabelledComment]) -> dict[str, tuple[str, ...]]:
@@ -370,6 +382,18 @@ def write_split_hashes(part: Sequence[LabelledComment], path: Path) -> None:
 def read_split_hashes(path: Path) -> set[str]:
     """Read hashes written by :func:`write_split_hashes`."""
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def check_split_hashes(part: Sequence[LabelledComment], path: Path, *, hint: str) -> None:
+    """Check that ``part`` holds exactly the texts whose hashes :func:`write_split_hashes` wrote.
+
+    Raises:
+        ValueError: the texts differ; the message names the file, the count and ``hint``.
+    """
+    expected = read_split_hashes(path)
+    got = {text_sha256(r.text) for r in part}
+    if got != expected:
+        raise ValueError(f"{path.name}: {len(got ^ expected)} texts differ from {path}; {hint}")
 
 
 Part = Literal["train", "validation", "test"]

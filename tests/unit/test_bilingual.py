@@ -49,22 +49,6 @@ def _rows() -> list[LabelledComment]:
     return en + zh
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BERT with the real base tokenizer, saved as a checkpoint directory."""
-    from models.train import base_checkpoint
-
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, num_labels=3,
-    )  # fmt: skip
-    out = tmp_path_factory.mktemp("tiny-base")
-    transformers.BertForSequenceClassification(config).save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(base_checkpoint()).save_pretrained(out)
-    return out
-
-
 def test_missing_characters_are_appended_and_old_ids_kept(tiny_base: Path, tmp_path: Path) -> None:
     chars = missing_cjk_characters(tiny_base / "tokenizer.json", ZH * 2 + ["龘"], min_count=2)
     assert "是" in chars and "龘" not in chars  # seen once: not learnable

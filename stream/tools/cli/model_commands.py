@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from models.corrections import CORRECTIONS_HOLDOUT
 from stream.tools.cli.app import (
     DATA_HELP,
     TRAIN_EXTRA_INSTALL,
@@ -173,6 +174,22 @@ def train(
             help="Continue from OUT_DIR/resume/ when present (run the same command again after a stop)."
         ),
     ] = True,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Corrections (portrait labels export) to train on as well: the last correction of a text wins and replaces a training row of that text; corrections of test or validation texts are left out; a held-out share is kept for portrait evaluate --corrections.",
+        ),
+    ] = None,
+    corrections_holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of the corrections (per language and label) held out of training.",
+        ),
+    ] = CORRECTIONS_HOLDOUT,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
@@ -196,6 +213,7 @@ def train(
             epoch_fraction=parse_fractions(epoch_fraction or []), checkpoint_every=checkpoint_every,
             resume=resume, teacher=teacher, student_layers=student_layers,
             distil_alpha=distil_alpha, distil_temperature=distil_temperature,
+            corrections=str(corrections or ""), corrections_holdout=corrections_holdout,
         )
     )  # fmt: skip
     typer.echo(
@@ -289,6 +307,17 @@ def evaluate(
             help="A second model dir scored on the same test rows, per language (e.g. the English-only model)."
         ),
     ] = None,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Corrections file given to portrait train --corrections: its held-out part is scored apart, by the model and --compare.",
+        ),
+    ] = None,
+    corrections_holdout: Annotated[
+        float, typer.Option(min=0.0, max=0.9, help="The --corrections-holdout used for training.")
+    ] = CORRECTIONS_HOLDOUT,
     verbose: bool = False,
 ) -> None:
     """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split.
@@ -305,15 +334,15 @@ def evaluate(
     try:
         result = run(
             model, data=data, seed=seed, variant=variant, out_dir=out_dir, test_hashes=test_hashes,
-            compare=compare,
+            compare=compare, corrections=corrections, corrections_holdout=corrections_holdout,
         )  # fmt: skip
-    except (FileNotFoundError, ModelLoadError, ValueError) as e:
+    except (FileNotFoundError, ModelLoadError, ValueError) as e:  # DataError is a ValueError
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(format_report(result))
     if throughput:
         from models.data import load, split
-        from models.evaluate import throughput as measure
+        from models.throughput import throughput as measure
 
         texts = [r.text for r in split(load(data), seed=seed).test]
         rows = measure(model, texts)
