@@ -12,11 +12,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("meta", "threads", "throughput", "ratios", "latency", "batch_sweep", "max_wait",
-            "state", "targets")  # fmt: skip
+SECTIONS = ("meta", "threads", "throughput", "ratios", "shadow", "latency", "batch_sweep",
+            "max_wait", "state", "targets")  # fmt: skip
 
 
 def _positive(spread: dict[str, Any]) -> bool:
@@ -24,9 +25,10 @@ def _positive(spread: dict[str, Any]) -> bool:
 
 
 def test_quick_bench_writes_every_section(
-    broker: Any, tiny_model_dir: Path, tmp_path: Path
+    broker: Any, named_tiny_model: Callable[..., Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "bench.json"
+    tiny_model_dir = named_tiny_model("bench-tiny")  # with passed export gates: a registry takes it
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     env["PORTRAIT_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     done = subprocess.run(
@@ -44,6 +46,11 @@ def test_quick_bench_writes_every_section(
     assert _positive(results["ratios"]["c/a"]) and _positive(results["ratios"]["c/d"])
     assert _positive(throughput["a_baseline"]) and _positive(results["ratios"]["a/a_baseline"])
     assert throughput["baseline"]["max_batch_size"] == 1
+    shadow = results["shadow"]  # (c) with and without a candidate in shadow, paired
+    assert _positive(shadow["c"]) and _positive(shadow["c_shadow"])
+    assert shadow["candidate"] == "bench-tiny-shadow-copy" and shadow["shadow_failures"] == 0
+    assert shadow["comments_scored_in_shadow"] > 0 and "registry" in shadow["worker"]
+    assert "shadow scoring (bench-tiny-shadow-copy)" in done.stdout
     assert results["threads"]["chosen"] in results["threads"]["candidates"] == [1, 2]
     for run in results["latency"]["runs"]:
         assert 0 < run["latency_s"]["p50"] <= run["latency_s"]["p95"] <= run["latency_s"]["p99"]

@@ -22,6 +22,7 @@ from stream.settings import Settings
 from stream.tools.bench.model import micro_batches
 from stream.tools.bench.pipeline import BenchWorker, tagged_records
 from stream.tools.bench.runner import Bench, BenchOptions, Echo, best, paired
+from stream.tools.bench.shadow import shadow_phase
 from stream.tools.bench.state import STATE_SEGMENTS, run_state, write_bench_segments
 from stream.tools.bench.stats import Spread, paired_ratio
 from stream.tools.bench.stored import worker_command, write_predictions
@@ -312,7 +313,7 @@ def run_bench(settings: Settings, options: BenchOptions, echo: Echo = print,
         workload: The comment events; default :func:`load_workload`.
 
     Returns:
-        The results: ``meta``, ``threads``, ``throughput``, ``ratios``, ``latency``,
+        The results: ``meta``, ``threads``, ``throughput``, ``ratios``, ``shadow``, ``latency``,
         ``batch_sweep``, ``max_wait``, ``state`` (``state`` only with ``state_only``).
 
     Raises:
@@ -333,6 +334,7 @@ def run_bench(settings: Settings, options: BenchOptions, echo: Echo = print,
             else:
                 chosen, for_a, c_worker = threads_phase(bench)
                 repeats_phase(bench, chosen, for_a, c_worker)
+                shadow_phase(bench, chosen, c_worker)
                 latency_phase(bench, c_worker)
                 c_worker.stop()
                 sweep_phase(bench, chosen)

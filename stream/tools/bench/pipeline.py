@@ -67,6 +67,8 @@ class WorkerConfig:
         max_wait_s: ``PORTRAIT_BATCH__MAX_WAIT_S``.
         intra_op_threads: ``PORTRAIT_MODEL__INTRA_OP_THREADS``.
         segments_path: ``PORTRAIT_SEGMENTS__PATH`` (``None``: no segments).
+        registry: ``PORTRAIT_MODEL__REGISTRY`` (``None``: the bench's model directory); a
+            registry's staged candidate is scored in shadow for every comment the bench sends.
     """
 
     name: str
@@ -74,6 +76,7 @@ class WorkerConfig:
     max_wait_s: float
     intra_op_threads: int
     segments_path: Path | None = None
+    registry: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""
@@ -83,6 +86,8 @@ class WorkerConfig:
         }  # fmt: skip
         if self.segments_path is not None:
             described["segments_path"] = str(self.segments_path)
+        if self.registry is not None:
+            described["registry"] = str(self.registry)
         return described
 
 

@@ -190,12 +190,28 @@ def format_table(results: dict[str, Any]) -> str:
     threads = results.get("threads")
     if threads:
         lines.append(f"threads: {threads['why']}")
-    lines += _state_lines(results)
+    lines += _state_lines(results) + _shadow_lines(results)
     for name, check in targets(results).items():
         lines.append(
             f"target {name}: {'met' if check['met'] else 'NOT met'} ({check['value']:.3g})"
         )
     return "\n".join(lines)
+
+
+def _shadow_lines(results: dict[str, Any]) -> list[str]:
+    """Table lines of ``results["shadow"]`` (empty when the phase did not run)."""
+    shadow = results.get("shadow")
+    if not shadow:
+        return []
+    share = shadow["scored_share"]
+    return [
+        f"shadow scoring ({shadow['candidate']}): c {shadow['c']['median']:.0f} -> "
+        f"{shadow['c_shadow']['median']:.0f} events/s, cost {shadow['cost_share']:.0%} "
+        f"[{shadow['cost_share_spread']['min']:.0%} .. {shadow['cost_share_spread']['max']:.0%}]"
+        f"; candidate scored {shadow['comments_scored_in_shadow']:.0f} comments, skipped "
+        f"{shadow['comments_skipped']:.0f}"
+        + (f" ({share:.0%} scored)" if share is not None else "")
+    ]
 
 
 def write_chart(results: dict[str, Any], path: Path) -> Path | None:

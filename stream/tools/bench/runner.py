@@ -12,7 +12,8 @@ Phases, in order (each prints a progress line):
 2. Repeats: the (d) worker joins (same settings, ``max_batch_size=1``); each repeat runs (a), (b),
    (c) and (d) on ``N`` events back to back, so each ratio c/a and c/d pairs runs that saw the
    same background load. (a) uses the thread count with the higher median (a) in phase 1: the
-   ceiling is the model's best.
+   ceiling is the model's best. Then shadow: the (c) worker and one with a candidate model in
+   shadow run ``N`` events back to back per repeat (:mod:`stream.tools.bench.shadow`).
 3. Latency: open loop on the (c) worker at each load fraction of (c)'s median capacity.
 4. Sweep: (b) at every batch size on ``N/2`` texts; (c) with a worker per batch size (batch size
    1 is the (d) worker and the worker's default size the (c) worker: their medians are reused);
@@ -83,6 +84,8 @@ class BenchOptions:
         state_only: Run only the state-only mode.
         phase_timeout_s: Seconds any one phase may take before the bench gives up.
         chinese_share: Share of the simulated users writing Chinese test reviews; 0 = English.
+        shadow_model_dir: The candidate scored in shadow by the shadow phase
+            (:mod:`stream.tools.bench.shadow`); None = a copy of the bench's model.
     """
 
     model_dir: Path | None = None
@@ -103,6 +106,7 @@ class BenchOptions:
     state_only: bool = False
     phase_timeout_s: float = 600.0
     chinese_share: float = 0.0
+    shadow_model_dir: Path | None = None
 
     @property
     def gpu_extras(self) -> bool:
@@ -222,11 +226,12 @@ class Bench:
         return worker.burst(records, self.options.phase_timeout_s)
 
     def config(self, name: str, *, batch_size: int | None = None, max_wait_s: float | None = None,
-               threads: int = 1, segments_path: Path | None = None) -> WorkerConfig:  # fmt: skip
+               threads: int = 1, segments_path: Path | None = None,
+               registry: Path | None = None) -> WorkerConfig:  # fmt: skip
         """A :class:`WorkerConfig` with the options' defaults."""
         return WorkerConfig(name, batch_size or self.options.batch_size,
                             max_wait_s or self.options.max_wait_s, threads,
-                            segments_path)  # fmt: skip
+                            segments_path, registry)  # fmt: skip
 
     @contextlib.contextmanager
     def workers_stopped_at_exit(self) -> Iterator[None]:

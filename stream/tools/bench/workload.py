@@ -121,6 +121,9 @@ def worker_settings(
                                           "max_wait_s": config.max_wait_s})  # fmt: skip
     model = base.model.model_copy(update={"path": model_dir or base.model.path, "device": device,
                                           "intra_op_threads": config.intra_op_threads})  # fmt: skip
+    if config.registry is not None:  # its live model; the candidate in shadow for every comment
+        model = model.model_copy(update={"path": None, "registry": config.registry,
+                                         "shadow_events": 100_000_000})  # fmt: skip
     segments = base.segments.model_copy(update={"path": config.segments_path})
     return base.model_copy(update={
         "app_id": run, "topics": topics.model_copy(update=names), "kafka": kafka, "batch": batch,

@@ -62,6 +62,12 @@ def bench(
             help="A second model directory (e.g. a copy of the previous artifact): its (a) is measured in the same repeats on the same texts, and a/a_baseline reported."
         ),
     ] = None,
+    shadow_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Candidate model scored in shadow when measuring the cost of shadow scoring (c with and without a candidate); default: a copy of the model under another version."
+        ),
+    ] = None,
     chinese_share: Annotated[
         float,
         typer.Option(
@@ -108,6 +114,7 @@ def bench(
     """Measure (a) model ceiling, (b) classifier, (c) pipeline, (d) per-event baseline, latency.
 
     One run on the same real comment texts and model: ratios c/a and c/d over paired repeats,
+    (c) with and without a candidate model scored in shadow,
     open-loop latency at 50% and 80% of (c)'s capacity, batch-size and max_wait_s sweeps, the
     onnxruntime thread count, and the state-only mode (worker peak RSS). Starts a local broker
     unless PORTRAIT_KAFKA__BOOTSTRAP_SERVERS is set (then run-scoped topics). Writes JSON and a
@@ -131,6 +138,7 @@ def bench(
     options = BenchOptions(
         model_dir=model, device=device, repeats=repeats, burst_s=burst_s, events=events,  # type: ignore[arg-type]  # checked above
         baseline_model_dir=baseline_model, chinese_share=chinese_share,
+        shadow_model_dir=shadow_model,
         batch_size=batch_size, max_wait_s=max_wait_s, latency_s=latency_s, state_only=state_only,
         state_users=default_users if state_users is None else state_users, sweep_sizes=sizes,
     )  # fmt: skip
