@@ -172,6 +172,35 @@ def named_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Path
     return make
 
 
+@pytest.fixture
+def nan_tiny_model(named_tiny_model: Callable[..., Path]) -> Callable[[str], Path]:
+    """``make(version)``: a named tiny model copy whose classifier bias is NaN (every output row
+    NaN), its manifest's sha256 kept right: a model that loads but scores nothing."""
+
+    def make(version: str) -> Path:
+        model_dir = named_tiny_model(version)
+        _poison_classifier_bias(model_dir)
+        return model_dir
+
+    return make
+
+
+def _poison_classifier_bias(model_dir: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    path = model_dir / "model.fp32.onnx"
+    graph = onnx.load(str(path))
+    for i, tensor in enumerate(graph.graph.initializer):
+        if tensor.name.endswith("classifier.bias"):
+            nan = np.full(tuple(tensor.dims), np.nan, dtype=np.float32)
+            graph.graph.initializer[i].CopyFrom(numpy_helper.from_array(nan, tensor.name))
+    onnx.save(graph, str(path))
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["files"][path.name] = _sha256(path)
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT (1 layer, 32 hidden) with the real base tokenizer, saved as a checkpoint

@@ -7,7 +7,8 @@ report`` sums their metrics: full agreement); then ``portrait model promote`` ma
 both workers swap between micro-batches (``portrait_model_info`` follows), one is killed with
 SIGKILL right after the promotion and restarted, and the profiles must still equal the offline
 reference exactly, with later verdicts by ``m2``. ``portrait model rollback`` then brings both
-back to ``m1``.
+back to ``m1``. A candidate with NaN outputs is refused at staging; a model whose files break
+after staging fails to load when promoted, and both workers go on serving ``m1``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from reliability_kit import (
     kill9,
     offline_profiles,
     peer_settings,
+    produce,
     read_topic,
     scrape,
     seeded_events,
@@ -42,14 +44,17 @@ from stream.settings import Settings
 
 PORTRAIT = str(Path(sys.executable).with_name("portrait"))
 USERS, EVENTS = 120, 900
+AFTER_PROMOTION = 600
+"""Events sent before the promotion; the rest are sent after it."""
 
 
-def _cli(registry: Path, *args: str) -> str:
+def _cli(registry: Path, *args: str, returncode: int = 0) -> str:
+    """``portrait model ARGS``: its stdout, or its stderr when ``returncode`` is not 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
     done = subprocess.run([PORTRAIT, "model", *args, "--registry", str(registry)], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == returncode, done.stderr
+    return done.stdout if returncode == 0 else done.stderr
 
 
 def _serving(settings: Settings) -> set[str]:
@@ -86,6 +91,7 @@ def test_promote_swaps_both_workers_under_load_and_rollback_returns(
     tmp_path: Path,
     tiny_model_dir: Path,
     named_tiny_model: Callable[..., Path],
+    nan_tiny_model: Callable[[str], Path],
 ) -> None:
     bootstrap = broker.bootstrap_servers
     registry = tmp_path / "registry"
@@ -100,8 +106,8 @@ def test_promote_swaps_both_workers_under_load_and_rollback_returns(
                start_worker(second, tmp_path / "w2.log")]  # fmt: skip
     try:
         assert _serving(settings) == _serving(second) == {"m1"}
-        producer = BackgroundProducer(bootstrap, seeded_events(settings, 11, USERS, EVENTS),
-                                      pace_s=0.15)  # fmt: skip
+        events = seeded_events(settings, 11, USERS, EVENTS)
+        producer = BackgroundProducer(bootstrap, events[:AFTER_PROMOTION], pace_s=0.15)
         producer.start()
         wait_until(lambda: consumed(workers[0]) + consumed(workers[1]) >= EVENTS // 3, 90,
                    "a third of the events consumed")  # fmt: skip
@@ -115,10 +121,13 @@ def test_promote_swaps_both_workers_under_load_and_rollback_returns(
         assert report["shadow"]["agreement"] == 1.0  # the same weights under another name
         _cli(registry, "promote")  # m2 live, under load
         wait_until(lambda: _serving(settings) == {"m2"}, 30, "worker 1 to swap to m2")
-        kill9(workers[1])  # in the middle of its swap, or just after it
+        sent = producer.result()  # (whether it was still sending depends on the machine's speed)
+        producer = BackgroundProducer(bootstrap, events[AFTER_PROMOTION:], pace_s=0.15)
+        producer.start()  # the rest, after the promotion: some verdicts are m2's for sure
+        kill9(workers[1])  # in the middle of its swap, or just after it, under load
         workers[1] = start_worker(second, tmp_path / "w2.log")
         assert _serving(second) == {"m2"}  # a restarted worker loads the live model
-        sent = producer.result()
+        sent += producer.result()
         expected = offline_profiles(sent, registry / "models" / "m1")
         updates = read_topic(bootstrap, settings.topics.profile_updates, caught_up(expected), 120)
         seen: set[str] = set()
@@ -136,6 +145,26 @@ def test_promote_swaps_both_workers_under_load_and_rollback_returns(
         swaps = scrape(settings.metrics_port)[("portrait_model_swaps_total",
                                                (("result", "swapped"),))]  # fmt: skip
         assert swaps == 2  # m1 -> m2 -> m1 on the worker that was not killed
+
+        # a bad candidate: NaN outputs are refused at staging, nothing changes
+        refused = _cli(registry, "stage", str(nan_tiny_model("m-nan")), returncode=1)
+        assert "non-finite" in refused
+        assert json.loads((registry / "pointer.json").read_text())["candidate"] is None
+        # a model whose files break after staging: promoted, it fails to load on every worker,
+        # which go on serving m1 and consuming
+        _cli(registry, "stage", str(named_tiny_model("m3")))
+        graph = registry / "models" / "m3" / "model.fp32.onnx"
+        graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
+        _cli(registry, "promote")
+        failed = (("result", "failed"),)
+        wait_until(lambda: all(scrape(s.metrics_port).get(("portrait_model_swaps_total", failed))
+                               == 1 for s in (settings, second)), 30,
+                   "a failed swap counted on both workers")  # fmt: skip
+        assert _serving(settings) == _serving(second) == {"m1"}
+        before = consumed(workers[0]) + consumed(workers[1])
+        produce(bootstrap, seeded_events(settings, 12, USERS, 40, first=EVENTS))
+        wait_until(lambda: consumed(workers[0]) + consumed(workers[1]) >= before + 40, 60,
+                   "events consumed after the failed swap")  # fmt: skip
     finally:
         for worker in workers:
             worker.stop()

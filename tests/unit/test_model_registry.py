@@ -52,6 +52,14 @@ def test_a_bad_candidate_is_refused_and_the_live_model_stays(
     assert registry.versions() == ["good"]
 
 
+def test_a_candidate_with_nan_outputs_is_refused(
+    tmp_path: Path, nan_tiny_model: Callable[[str], Path]
+) -> None:
+    model = nan_tiny_model("nan-outputs")
+    with pytest.raises(RegistryError, match="non-finite"):
+        Registry(tmp_path / "registry").stage(model)
+
+
 def test_a_tampered_graph_is_refused(tmp_path: Path, named_tiny_model: Callable[..., Path]) -> None:
     model = named_tiny_model("tampered")
     graph = model / "model.fp32.onnx"
