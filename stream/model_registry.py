@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,20 @@ class Pointer:
         live: The live model's version, ``None`` before the first promotion.
         candidate: The staged candidate's version, or ``None``.
         previous: Versions that were live before, oldest first (``rollback`` takes the last).
+        staged_at: When the candidate was staged (UTC, RFC 3339): its shadow period starts
+            there, and ``portrait model report`` scores only corrections made since (earlier
+            ones may be the candidate's training rows).
     """
 
     live: str | None = None
     candidate: str | None = None
     previous: tuple[str, ...] = field(default_factory=tuple)
+    staged_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"live": self.live, "candidate": self.candidate, "previous": list(self.previous)}
+        return {"live": self.live, "candidate": self.candidate, "previous": list(self.previous),
+                "staged_at": self.staged_at}  # fmt: skip
 
 
 def _manifests(model_dir: Path) -> list[dict[str, Any]]:
@@ -140,7 +146,8 @@ class Registry:
         if not path.is_file():
             return Pointer()
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return Pointer(raw.get("live"), raw.get("candidate"), tuple(raw.get("previous") or ()))
+        return Pointer(raw.get("live"), raw.get("candidate"), tuple(raw.get("previous") or ()),
+                       raw.get("staged_at"))  # fmt: skip
 
     def model_dir(self, version: str) -> Path:
         """The directory of a registered model."""
@@ -186,7 +193,8 @@ class Registry:
                 shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
-            self._write(Pointer(pointer.live, version, pointer.previous))
+            staged_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            self._write(Pointer(pointer.live, version, pointer.previous, staged_at))
         return version
 
     def promote(self) -> Pointer:
@@ -214,7 +222,8 @@ class Registry:
             pointer = self.pointer()
             if not pointer.previous:
                 raise RegistryError("nothing to roll back to: no model was live before this one")
-            new = Pointer(pointer.previous[-1], pointer.candidate, pointer.previous[:-1])
+            new = Pointer(pointer.previous[-1], pointer.candidate, pointer.previous[:-1],
+                          pointer.staged_at)  # fmt: skip
             self._write(new)
         return new
 

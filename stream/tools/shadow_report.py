@@ -14,6 +14,7 @@ from __future__ import annotations
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.contract.labels import LABELS
 from stream.labels import Correction
 
-__all__ = ["correction_accuracy", "shadow_summary", "sum_metrics"]
+__all__ = ["correction_accuracy", "made_since", "shadow_summary", "sum_metrics"]
 
 
 Samples = dict[tuple[str, tuple[Any, ...]], float]
@@ -78,6 +79,15 @@ def shadow_summary(samples: Samples, candidate: str) -> dict[str, Any]:
         "skipped": int(_get(samples, "portrait_shadow_skipped_total", candidate=candidate)),
         "failures": int(_get(samples, "portrait_shadow_failures_total", candidate=candidate)),
     }  # fmt: skip
+
+
+def made_since(corrections: Sequence[Correction], since: str | None) -> list[Correction]:
+    """The corrections made at or after ``since`` (RFC 3339, e.g. the pointer's ``staged_at``);
+    all of them when ``since`` is None."""
+    if since is None:
+        return list(corrections)
+    start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    return [c for c in corrections if c.corrected_at >= start]
 
 
 def correction_accuracy(

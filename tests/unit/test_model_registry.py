@@ -18,10 +18,14 @@ from stream.tools.cli import app
 def test_stage_promote_rollback(tmp_path: Path, named_tiny_model: Callable[..., Path]) -> None:
     registry = Registry(tmp_path / "registry")
     assert registry.stage(named_tiny_model("m1")) == "m1"
-    assert registry.pointer().to_dict() == {"live": None, "candidate": "m1", "previous": []}
+    staged = registry.pointer().to_dict()
+    assert staged.pop("staged_at").endswith("Z")  # the shadow period's start, UTC
+    assert staged == {"live": None, "candidate": "m1", "previous": []}
     registry.promote()
     registry.stage(named_tiny_model("m2"))
-    assert registry.promote().to_dict() == {"live": "m2", "candidate": None, "previous": ["m1"]}
+    assert registry.promote().to_dict() == {
+        "live": "m2", "candidate": None, "previous": ["m1"], "staged_at": None,
+    }  # fmt: skip
     assert registry.versions() == ["m1", "m2"]
     assert registry.rollback().live == "m1"
     loaded = load_configured_model(ModelSettings(registry=registry.root, device="cpu"))
@@ -48,7 +52,9 @@ def test_a_bad_candidate_is_refused_and_the_live_model_stays(
     registry.promote()
     with pytest.raises(RegistryError, match=reason):
         registry.stage(named_tiny_model("bad", **change))
-    assert registry.pointer().to_dict() == {"live": "good", "candidate": None, "previous": []}
+    assert registry.pointer().to_dict() == {
+        "live": "good", "candidate": None, "previous": [], "staged_at": None,
+    }  # fmt: skip
     assert registry.versions() == ["good"]
 
 

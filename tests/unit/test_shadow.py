@@ -88,7 +88,7 @@ def test_non_finite_candidate_outputs_are_failures_not_crashes() -> None:
 
 def test_the_report_sums_workers_and_scores_corrections_with_both_models() -> None:
     from stream.labels import Correction
-    from stream.tools.shadow_report import correction_accuracy, shadow_summary
+    from stream.tools.shadow_report import correction_accuracy, made_since, shadow_summary
 
     c, s = (("candidate", "cand-1"),), "portrait_shadow_predictions_total"
     samples = {  # two workers' samples, already summed
@@ -107,11 +107,11 @@ def test_the_report_sums_workers_and_scores_corrections_with_both_models() -> No
     assert summary["shares"]["candidate"] == {"negative": 0.2, "neutral": 0.0, "positive": 0.8}
     assert summary["candidate_s_per_call"] == 0.25 and summary["live_s_per_call"] == 0.05
 
-    def correction(text: str, label: str) -> Correction:
+    def correction(text: str, label: str, at: str = "2026-12-01T00:00:00Z") -> Correction:
         return Correction(correction_id=text, user_id="u", event_id=text, text=text,
                           predicted_label="positive", probabilities=POSITIVE,
                           corrected_label=label, model_version="live-1",  # type: ignore[arg-type]
-                          corrected_at="2026-12-01T00:00:00Z")  # fmt: skip
+                          corrected_at=at)  # fmt: skip
 
     class Live:
         def predict_proba(self, texts: Sequence[str]) -> NDArray[np.float64]:
@@ -120,3 +120,7 @@ def test_the_report_sums_workers_and_scores_corrections_with_both_models() -> No
     rows = [correction("good", "positive"), correction("bad", "negative")]
     accuracy = correction_accuracy(rows, {"live": Live(), "candidate": Candidate()})
     assert accuracy == {"rows": 2, "live": 0.5, "candidate": 1.0}
+    # only corrections made in the shadow period (since staging): earlier ones may be training rows
+    earlier = correction("old", "negative", "2026-11-30T23:59:59Z")
+    assert made_since([earlier, *rows], "2026-12-01T00:00:00Z") == rows
+    assert made_since([earlier, *rows], None) == [earlier, *rows]

@@ -135,15 +135,28 @@ def report(
             "models (needs the broker)."
         ),
     ] = True,
+    all_corrections: Annotated[
+        bool,
+        typer.Option(
+            help="Score every correction on the topic, not only those made since the candidate "
+            "was staged (earlier ones may be rows it was trained on)."
+        ),
+    ] = False,
     verbose: bool = False,
 ) -> None:
     """Compare the staged candidate with the live model, as JSON: the workers' shadow metrics
     summed (comments scored, agreement, each model's label shares, seconds per call of each,
     skipped and failed calls) and each model's accuracy on the corrections people made on the
-    profile page. Exit code 1 without a candidate or when an endpoint cannot be read."""
+    profile page since the candidate was staged (its shadow period). Exit code 1 without a
+    candidate or when an endpoint cannot be read."""
     configure_logging(verbose)
     from models.contract.routing import load_model
-    from stream.tools.shadow_report import correction_accuracy, shadow_summary, sum_metrics
+    from stream.tools.shadow_report import (
+        correction_accuracy,
+        made_since,
+        shadow_summary,
+        sum_metrics,
+    )
 
     settings = settings_or_exit()
     reg = _registry(registry)
@@ -161,10 +174,13 @@ def report(
                            "workers": len(urls), "shadow": summary}  # fmt: skip
     if corrections:
         rows = _corrections(settings)
+        since = None if all_corrections else pointer.staged_at
+        kept = made_since(rows, since)
         models = {"candidate": load_model(reg.model_dir(pointer.candidate), "cpu", 1)}
         if pointer.live is not None:
             models["live"] = load_model(reg.model_dir(pointer.live), "cpu", 1)
-        out["corrections"] = correction_accuracy(rows, models)
+        out["corrections"] = {"since": since, "before_staging": len(rows) - len(kept),
+                              **correction_accuracy(kept, models)}  # fmt: skip
     typer.echo(json.dumps(out, indent=2))
 
 
