@@ -40,7 +40,6 @@ from models.corrections import (
 from models.data import (
     LABELS,
     LabelledComment,
-    Split,
     check_split_hashes,
     languages,
     load,
@@ -245,6 +244,12 @@ def evaluate(
             [r for r in parts.test if r.lang == "en"] if "+" in data else parts.test,
             test_hashes, hint="same data and seed?",
         )  # fmt: skip
+    cut = None
+    if corrections is not None:  # checked before the long scoring of the test split
+        cut = split_corrections(
+            load_corrections(corrections), parts, seed=seed, holdout=corrections_holdout
+        )
+        check_held_out(cut.held_out, model)
     texts = [r.text for r in parts.test]
     scores = {"model": softmax(model_logits(model, texts, variant=variant))}
     scores["baseline"] = baseline_by_language(parts.train, parts.test)
@@ -262,41 +267,31 @@ def evaluate(
     result["by_language"] = {
         lang: {name: per_lang[name][lang] for name in scores} for lang in per_lang["model"]
     }
-    if corrections is not None:
-        result["corrections"] = _corrections_reports(
-            model, compare, corrections, parts, seed=seed, holdout=corrections_holdout,
-            variant=variant,
-        )  # fmt: skip
+    if cut is not None:
+        result["corrections"] = {
+            "path": str(corrections), "holdout": corrections_holdout, **cut.record(),
+            **_held_out_reports(model, compare, cut.held_out, variant=variant),
+        }  # fmt: skip
     if out_dir is not None:
         _write(result, out_dir)
     return result
 
 
-def _corrections_reports(
-    model: Path,
-    compare: Path | None,
-    path: Path,
-    parts: Split,
-    *,
-    seed: int,
-    holdout: float,
-    variant: str,
+def _held_out_reports(
+    model: Path, compare: Path | None, rows: list[LabelledComment], *, variant: str
 ) -> dict[str, object]:
     """:func:`report_for` of ``model`` (and ``compare``) on the held-out corrections, over the
-    classes they contain."""
-    cut = split_corrections(load_corrections(path), parts, seed=seed, holdout=holdout)
-    check_held_out(cut.held_out, model)
-    rows = cut.held_out
-    out: dict[str, object] = {"path": str(path), "holdout": holdout, **cut.record()}
-    if not rows:
-        return out
+    classes they contain (nothing when none were held out)."""
     classes = [c for c in LABELS if any(r.label == c for r in rows)]
     texts = [r.text for r in rows]
-    for name, path_ in (("model", model), ("compare", compare)):
-        if path_ is not None:
-            p = softmax(model_logits(path_, texts, variant=variant, progress=False))
-            out[name] = report_for(p, rows, classes=classes)
-    return out
+    return {
+        name: report_for(
+            softmax(model_logits(path, texts, variant=variant, progress=False)), rows,
+            classes=classes,
+        )
+        for name, path in (("model", model), ("compare", compare))
+        if path is not None and rows
+    }  # fmt: skip
 
 
 def _write(result: dict[str, Any], out_dir: Path) -> None:

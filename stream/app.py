@@ -333,7 +333,8 @@ def create_app(
 
         def shadow(candidate: Any) -> None:
             comment_path.shadow = None if candidate is None else ShadowScorer(
-                candidate, metrics, model.shadow_events, shadow_thread)  # fmt: skip
+                candidate, metrics, model.shadow_events, shadow_thread,
+                model.shadow_share)  # fmt: skip
 
         follow_registry(app, Registry(model.registry), classifier.model_version,
                         lambda path: load_model(path, model.device, model.intra_op_threads),

@@ -200,6 +200,8 @@ class ModelSettings(_Frozen):
             swaps to a newly promoted one and shadow-scores the candidate; ``path`` must be unset.
         shadow_events: Comments each worker scores with a staged candidate in shadow
             (:mod:`stream.shadow`), default 10,000; 0 = no shadow scoring.
+        shadow_share: Share of the comment micro-batches the candidate scores, in (0, 1]
+            (default 1: every one); lower it where the candidate's CPU slows the live path.
     """
 
     path: Path | None = None
@@ -207,6 +209,7 @@ class ModelSettings(_Frozen):
     intra_op_threads: int = Field(default=0, ge=0, le=1024)
     registry: Path | None = None
     shadow_events: int = Field(default=10_000, ge=0, le=100_000_000)
+    shadow_share: float = Field(default=1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSettings:

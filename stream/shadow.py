@@ -3,7 +3,10 @@ metrics see its verdicts.
 
 A worker started with ``PORTRAIT_MODEL__REGISTRY`` loads the staged candidate (off the event loop,
 like a hot swap) and offers it every comment micro-batch the live model scored, until
-``PORTRAIT_MODEL__SHADOW_EVENTS`` comments were scored for that candidate. The candidate runs on
+``PORTRAIT_MODEL__SHADOW_EVENTS`` comments were scored for that candidate;
+``PORTRAIT_MODEL__SHADOW_SHARE`` below 1 offers only that share of the micro-batches (every
+fourth at 0.25, deterministically), for machines where the candidate's CPU would slow the live
+path (measured in ``portrait bench``'s shadow phase). The candidate runs on
 its own thread, after the live verdicts were taken, and at most one micro-batch at a time: a
 batch offered while the previous one is still being scored is skipped (counted), so the live
 path never waits for the candidate. Its verdicts never touch a profile.
@@ -43,10 +46,16 @@ class ShadowScorer:
         metrics: Where the ``portrait_shadow_*`` metrics go.
         limit: Comments to score before stopping (> 0).
         executor: The candidate's own thread (one worker), apart from the live model's.
+        share: Share of the micro-batches offered that are scored, in (0, 1]: each offer adds
+            ``share`` of credit and a batch is taken when a whole credit is there.
     """
 
-    def __init__(self, model: Any, metrics: Metrics, limit: int, executor: Executor) -> None:
+    def __init__(
+        self, model: Any, metrics: Metrics, limit: int, executor: Executor, share: float = 1.0
+    ) -> None:
         self.model = model
+        self._share = share
+        self._credit = 1.0 - share  # the first batch offered is scored
         self._metrics = metrics
         self._limit = limit
         self._executor = executor
@@ -71,6 +80,10 @@ class ShadowScorer:
         """
         if not texts or self.done:
             return
+        self._credit += self._share
+        if self._credit < 1.0 - 1e-9:
+            return  # sampled out (PORTRAIT_MODEL__SHADOW_SHARE)
+        self._credit -= 1.0
         if self._task is not None and not self._task.done():
             self._metrics.shadow_skipped.labels(**self._label).inc(len(texts))
             return

@@ -73,6 +73,20 @@ def test_a_busy_candidate_is_skipped_and_the_limit_holds() -> None:
     assert _value(metrics, "portrait_shadow_skipped_total") == 2
 
 
+def test_a_share_below_one_scores_that_share_of_the_micro_batches() -> None:
+    metrics = Metrics(CollectorRegistry())
+
+    async def go() -> None:
+        scorer = ShadowScorer(Candidate(), metrics, 1000, ThreadPoolExecutor(1), share=0.25)
+        for i in range(8):
+            scorer.offer([f"good {i}", "bad"], [POSITIVE] * 2)
+            await asyncio.sleep(0.05)  # never busy: only the share decides
+
+    asyncio.run(go())
+    assert _value(metrics, "portrait_shadow_events_total") == 4  # batches 1 and 5, 2 comments each
+    assert _value(metrics, "portrait_shadow_skipped_total") == 0
+
+
 def test_non_finite_candidate_outputs_are_failures_not_crashes() -> None:
     metrics = Metrics(CollectorRegistry())
 
