@@ -14,12 +14,12 @@ from __future__ import annotations
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.contract.labels import LABELS
+from stream.event_time import parse_event_time
 from stream.labels import Correction
 
 __all__ = ["correction_accuracy", "made_since", "shadow_summary", "sum_metrics"]
@@ -86,7 +86,7 @@ def made_since(corrections: Sequence[Correction], since: str | None) -> list[Cor
     all of them when ``since`` is None."""
     if since is None:
         return list(corrections)
-    start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    start = parse_event_time(since)
     return [c for c in corrections if c.corrected_at >= start]
 
 

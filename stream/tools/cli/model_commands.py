@@ -18,6 +18,15 @@ from stream.tools.cli.app import (
     require_train_extra,
 )
 
+HoldoutOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=0.9,
+        help="Share of the corrections (per language and label) held out of training; "
+        "evaluate with the value training used.",
+    ),
+]  # fmt: skip
+
 
 @app.command()
 def pretrain(
@@ -182,14 +191,7 @@ def train(
             help="Corrections (portrait labels export) to train on as well: the last correction of a text wins and replaces a training row of that text; corrections of test or validation texts are left out; a held-out share is kept for portrait evaluate --corrections.",
         ),
     ] = None,
-    corrections_holdout: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=0.9,
-            help="Share of the corrections (per language and label) held out of training.",
-        ),
-    ] = CORRECTIONS_HOLDOUT,
+    corrections_holdout: HoldoutOption = CORRECTIONS_HOLDOUT,
     verbose: bool = False,
 ) -> None:
     """Fine-tune the BERT checkpoint as a 3-class (negative/neutral/positive) sentiment classifier.
@@ -315,9 +317,7 @@ def evaluate(
             help="Corrections file given to portrait train --corrections: its held-out part is scored apart, by the model and --compare.",
         ),
     ] = None,
-    corrections_holdout: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="The --corrections-holdout used for training.")
-    ] = CORRECTIONS_HOLDOUT,
+    corrections_holdout: HoldoutOption = CORRECTIONS_HOLDOUT,
     verbose: bool = False,
 ) -> None:
     """Evaluate a model and a TF-IDF + logistic-regression baseline on the held-out test split.
